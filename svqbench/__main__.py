@@ -1,0 +1,3 @@
+from svqbench.cli import main
+
+main()

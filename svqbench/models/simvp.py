@@ -1,0 +1,126 @@
+"""SimVP (OpenSTL layout): per-frame encoder -> quantizer slot -> translator -> decoder.
+
+Shapes follow OpenSTL exactly so parameter counts match the published ones; see REFERENCE.md.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from svqbench.models.translators import build_translator
+from svqbench.quantizers import QuantOut, build_quantizer
+
+
+class ConvSC(nn.Module):
+    """conv k=3 (stride 2 to downsample, conv to 4C + PixelShuffle(2) to upsample) -> GroupNorm(2) -> SiLU."""
+
+    def __init__(self, c_in: int, c_out: int, kernel: int = 3, *, down: bool = False, up: bool = False):
+        super().__init__()
+        stride = 2 if down else 1
+        padding = (kernel - stride + 1) // 2
+        if up:
+            self.conv = nn.Sequential(nn.Conv2d(c_in, c_out * 4, kernel, 1, padding), nn.PixelShuffle(2))
+        else:
+            self.conv = nn.Conv2d(c_in, c_out, kernel, stride, padding)
+        self.norm = nn.GroupNorm(2, c_out)
+        self.act = nn.SiLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.norm(self.conv(x)))
+
+
+def _samplings(n: int) -> list[bool]:
+    return ([False, True] * (n // 2))[:n]
+
+
+class Encoder(nn.Module):
+    def __init__(self, c_in: int, hid: int, n_s: int, kernel: int = 3):
+        super().__init__()
+        s = _samplings(n_s)
+        self.blocks = nn.ModuleList(
+            [ConvSC(c_in, hid, kernel, down=s[0])] + [ConvSC(hid, hid, kernel, down=d) for d in s[1:]])
+
+    def forward(self, x):
+        skip = self.blocks[0](x)
+        z = skip
+        for block in self.blocks[1:]:
+            z = block(z)
+        return z, skip
+
+
+class Decoder(nn.Module):
+    def __init__(self, hid: int, c_out: int, n_s: int, kernel: int = 3):
+        super().__init__()
+        s = list(reversed(_samplings(n_s)))
+        self.blocks = nn.ModuleList([ConvSC(hid, hid, kernel, up=u) for u in s])
+        self.readout = nn.Conv2d(hid, c_out, 1)
+
+    def forward(self, z, skip):
+        for block in self.blocks[:-1]:
+            z = block(z)
+        # the full-resolution first encoder output bypasses quantizer and translator (OpenSTL)
+        return self.readout(self.blocks[-1](z + skip))
+
+
+class SimVP(nn.Module):
+    """Forecast (B, T_out, C, H, W) from (B, T_in, C, H, W).
+
+    `placement` puts the quantizer before (paper default) or after the translator. Frames whose
+    size is not a multiple of the encoder's downsampling are padded (replicate) and cropped back.
+    Longer outputs are rolled out autoregressively; shorter ones truncated.
+    """
+
+    def __init__(self, *, in_len: int, out_len: int, channels: int, height: int, width: int,
+                 hid_s: int = 32, hid_t: int = 256, n_s: int = 2, n_t: int = 8,
+                 backbone: str = "gsta", mlp_ratio: float = 8.0, drop_path: float = 0.0,
+                 quantizer: str = "none", quantizer_kwargs: dict | None = None,
+                 placement: str = "before", spatio_kernel: int = 3):
+        super().__init__()
+        if placement not in ("before", "after"):
+            raise ValueError(f"placement must be 'before' or 'after', got {placement!r}")
+        self.in_len, self.out_len, self.placement = in_len, out_len, placement
+        self.factor = 2 ** (n_s // 2)
+        self.grid = (height, width)
+        hp, wp = (math.ceil(height / self.factor) * self.factor, math.ceil(width / self.factor) * self.factor)
+        latent_hw = (hp // self.factor, wp // self.factor)
+        self.enc = Encoder(channels, hid_s, n_s, spatio_kernel)
+        self.quantizer = build_quantizer(quantizer, dim=hid_s, **(quantizer_kwargs or {}))
+        self.translator = build_translator(backbone, channels_in=in_len * hid_s, hidden=hid_t, depth=n_t,
+                                           input_resolution=latent_hw, drop_path=drop_path,
+                                           mlp_ratio=mlp_ratio, frames=in_len)
+        self.dec = Decoder(hid_s, channels, n_s, spatio_kernel)
+
+    def _step(self, x: torch.Tensor) -> tuple[torch.Tensor, QuantOut]:
+        b, t, c, h, w = x.shape
+        z, skip = self.enc(x.reshape(b * t, c, h, w))
+        n, cz, hz, wz = z.shape
+        if self.placement == "before":
+            q = self.quantizer(z)
+            z = q.z_q
+        z = self.translator(z.reshape(b, t * cz, hz, wz)).reshape(n, cz, hz, wz)
+        if self.placement == "after":
+            q = self.quantizer(z)
+            z = q.z_q
+        y = self.dec(z, skip)
+        return y.reshape(b, t, c, h, w), q
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns (forecast, auxiliary loss of the quantizer summed over roll-out steps)."""
+        h, w = self.grid
+        pad_h, pad_w = (-h) % self.factor, (-w) % self.factor
+        if pad_h or pad_w:
+            b, t = x.shape[:2]
+            x = F.pad(x.flatten(0, 1), (0, pad_w, 0, pad_h), mode="replicate").unflatten(0, (b, t))
+        outs, aux = [], x.new_zeros(())
+        produced, cur = 0, x
+        while produced < self.out_len:
+            y, q = self._step(cur)
+            aux = aux + q.aux_loss
+            outs.append(y)
+            produced += y.shape[1]
+            cur = y
+        y = torch.cat(outs, 1)[:, : self.out_len]
+        return y[..., :h, :w], aux

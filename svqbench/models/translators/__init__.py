@@ -1,0 +1,29 @@
+"""Translator registry: name -> constructor(channels_in, hidden, depth, input_resolution, drop_path, **kw).
+
+Every translator maps (B, T*C, H, W) -> (B, T*C, H, W). Adding one = a file + a line in `_MODULES`.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Callable
+
+from torch import nn
+
+from svqbench.errors import UserError
+
+# name -> "module:attribute"; modules are imported on first use so `svqbench --help` stays fast.
+_MODULES: dict[str, str] = {
+    "gsta": "svqbench.models.translators.gsta:build",
+}
+
+
+def translator_names() -> list[str]:
+    return sorted(_MODULES)
+
+
+def build_translator(name: str, **kwargs) -> nn.Module:
+    if name not in _MODULES:
+        raise UserError(f"unknown backbone {name!r}; choose one of: {', '.join(translator_names())}")
+    module, attr = _MODULES[name].split(":")
+    constructor: Callable[..., nn.Module] = getattr(importlib.import_module(module), attr)
+    return constructor(**kwargs)
