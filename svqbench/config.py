@@ -5,6 +5,7 @@ Every run writes its resolved config; an unknown key anywhere is an error, never
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -32,6 +33,10 @@ class RunConfig:
     codebook_init: str = "kaiming_uniform"
     frozen_codebook: bool = False
     svq_impl: str = "factorized"
+    # SVQ ablations (Tables 6, 15): W = zA + a; W = ReLU(MLP(z)) (forces the dense path); frozen MLP
+    svq_one_layer: bool = False
+    svq_post_relu: bool = False
+    svq_frozen_projection: bool = False
     # data
     norm: str = "global"
     # optimisation
@@ -51,8 +56,15 @@ class RunConfig:
     def quantizer_kwargs(self) -> dict[str, Any]:
         if self.quantizer == "svq":
             return dict(codebook_size=self.codebook_size, hidden=self.svq_hidden, init=self.codebook_init,
-                        frozen=self.frozen_codebook, impl=self.svq_impl)
-        return {}
+                        frozen=self.frozen_codebook, impl=self.svq_impl, one_layer=self.svq_one_layer,
+                        post_relu=self.svq_post_relu, frozen_projection=self.svq_frozen_projection)
+        if self.quantizer == "svq-raw":
+            return dict(codebook_size=self.codebook_size, init=self.codebook_init, frozen=self.frozen_codebook)
+        if self.quantizer == "mlp":
+            return dict(hidden=self.svq_hidden)
+        if self.quantizer == "none":
+            return {}
+        return dict(codebook_size=self.codebook_size)  # the vector-quantize-pytorch baselines
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -83,6 +95,37 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     },
 }
 PRESETS["embedded-e1"] = PRESETS["embedded"]
+
+# The paper's datasets (REFERENCE.md, paper Table 10 and the reference configs). Architecture and
+# optimiser at `paper` scale; `quick` keeps the backbone but shrinks the model (and downsamples large
+# frames more) so a few epochs run on 2 CPU cores.
+_PAPER_BASE = dict(_PAPER_T2M, codebook_init="kaiming_uniform")
+_QUICK = dict(hid_s=16, hid_t=64, n_t=4, n_s=2, mlp_ratio=4.0, drop_path=0.0, batch_size=16, schedule="cosine",
+              warmup_epochs=1, epochs=5, patience=3, loss="l1", codebook_size=1000)
+_VIDEO = dict(hid_s=64, hid_t=256, n_t=6, n_s=2, batch_size=16, epochs=100, patience=50, codebook_size=6000)
+
+
+def _preset(paper: dict[str, Any], **quick) -> dict[str, dict[str, Any]]:
+    """paper overrides, and the quick scale: same backbone, lr and schedule, a small model."""
+    same = {k: paper[k] for k in ("backbone", "lr", "schedule", "codebook_init") if k in paper}
+    return {"paper": paper, "quick": {**_QUICK, **same, **quick}}
+
+
+PRESETS.update({
+    "weatherbench-s-t2m": _preset(dict(_PAPER_T2M, backbone="gsta")),
+    "weatherbench-s-r": _preset(dict(_PAPER_BASE, backbone="swin", lr=1e-3, drop_path=0.2)),
+    "weatherbench-s-uv10": _preset(dict(_PAPER_BASE, backbone="swin", lr=1e-3, drop_path=0.2)),
+    "weatherbench-s-tcc": _preset(dict(_PAPER_BASE, backbone="gsta", lr=1e-2)),
+    "weatherbench-m": _preset(dict(_PAPER_BASE, backbone="moganet", lr=5e-3)),
+    # Table 10 names gSTA; Table 12's 7.84M / 9.45M are the ConvNeXt model (--backbone convnext)
+    "taxibj": _preset(dict(_PAPER_BASE, backbone="gsta", lr=5e-4)),
+    "kth": _preset(_PAPER_BASE | _VIDEO | dict(backbone="incepu", lr=5e-4, schedule="onecycle", warmup_epochs=0),
+                   n_s=4),
+    "kitticaltech": _preset(_PAPER_BASE | _VIDEO | dict(backbone="gsta", lr=1.25e-3, drop_path=0.2,
+                                                        schedule="onecycle"), n_s=4),
+    "human36m": _preset(_PAPER_BASE | _VIDEO | dict(backbone="gsta", hid_t=512, n_s=4, codebook_size=10000, lr=2.5e-4,
+                                                    warmup_epochs=0, epochs=50), n_s=4),
+})
 
 
 def field_names() -> set[str]:
@@ -116,9 +159,28 @@ def _coerce(name: str, value: Any, where: str) -> Any:
         raise UserError(f"bad value {value!r} for {name} in {where}: expected {kind}") from None
 
 
+# A dataset the user prepared (`svqbench prepare netcdf --name NAME`) has no preset of its own.
+GENERIC_PRESET: dict[str, dict[str, Any]] = {
+    "paper": dict(_PAPER_T2M, codebook_init="kaiming_uniform"),
+    "quick": dict(_QUICK),
+}
+
+
+def _preset_for(dataset: str, data_dir: Any) -> dict[str, dict[str, Any]]:
+    if dataset in PRESETS:
+        return PRESETS[dataset]
+    from svqbench.data.prepared import data_root
+    if (data_root(data_dir) / dataset / "meta.json").exists():
+        return GENERIC_PRESET
+    raise UserError(f"unknown dataset {dataset!r}; choose one of: {', '.join(sorted(PRESETS))}, "
+                    f"or a dataset prepared with `svqbench prepare netcdf --name {dataset}`")
+
+
 def resolve(dataset: str | None = None, scale: str | None = None, recipe: dict[str, Any] | None = None,
-            cli: dict[str, Any] | None = None) -> RunConfig:
-    """Merge defaults < preset < recipe < CLI (None values in `cli` mean "not given")."""
+            cli: dict[str, Any] | None = None, data_dir: Any = None) -> RunConfig:
+    """Merge defaults < preset < recipe < CLI (None values in `cli` mean "not given").
+
+    A dataset without a preset gets GENERIC_PRESET when it is prepared under `data_dir`."""
     recipe = recipe or {}
     cli = {k: v for k, v in (cli or {}).items() if v is not None}
     _check_keys(recipe, "recipe")
@@ -127,15 +189,26 @@ def resolve(dataset: str | None = None, scale: str | None = None, recipe: dict[s
     scale = cli.get("scale", recipe.get("scale", scale or RunConfig.scale))
     if scale not in CHOICES["scale"]:
         raise UserError(f"unknown scale {scale!r}; choose one of: {', '.join(CHOICES['scale'])}")
-    if dataset not in PRESETS:
-        raise UserError(f"unknown dataset {dataset!r}; choose one of: {', '.join(sorted(PRESETS))}")
+    if not isinstance(dataset, str) or not all(c.isalnum() or c in "._-" for c in dataset) or dataset[:1] in ("", "."):
+        raise UserError(f"bad dataset name {dataset!r}: use letters, digits, '.', '_' and '-' (not first)")
+    preset = _preset_for(dataset, data_dir)
     merged: dict[str, Any] = {"dataset": dataset, "scale": scale}
-    for where, layer in (("preset", PRESETS[dataset][scale]), ("recipe", recipe), ("command line", cli)):
+    for where, layer in (("preset", preset[scale]), ("recipe", recipe), ("command line", cli)):
         for key, value in layer.items():
             merged[key] = _coerce(key, value, where)
+    _method_codebook_size(merged, given="codebook_size" in recipe or "codebook_size" in cli)
     cfg = RunConfig(**merged)
     validate(cfg)
     return cfg
+
+
+def _method_codebook_size(merged: dict[str, Any], *, given: bool) -> None:
+    """A preset's codebook_size is SVQ's K; other quantizers keep their own (Table 11) unless a
+    recipe or the command line sets one."""
+    from svqbench.quantizers import default_codebook_size
+    own = default_codebook_size(merged.get("quantizer", RunConfig.quantizer))
+    if own is not None and not given:
+        merged["codebook_size"] = own
 
 
 def validate(cfg: RunConfig) -> None:
@@ -158,5 +231,24 @@ def validate(cfg: RunConfig) -> None:
         raise UserError(f"lr must be > 0, got {cfg.lr}")
     if not 0.0 <= cfg.noise < 1.0:
         raise UserError(f"noise must be in [0, 1), got {cfg.noise}")
+    if not 0 <= cfg.seed < 2 ** 63 - 1:  # numpy and torch generators take non-negative 64-bit seeds
+        raise UserError(f"seed must be in [0, 2**63 - 1), got {cfg.seed}")
+    if not 0.0 <= cfg.drop_path < 1.0:
+        raise UserError(f"drop-path must be in [0, 1), got {cfg.drop_path}")
+    if cfg.patience < 1 or cfg.warmup_epochs < 0:
+        raise UserError(f"patience must be >= 1 and warmup-epochs >= 0, got {cfg.patience} and {cfg.warmup_epochs}")
+    for name in ("lr", "warmup_lr", "min_lr", "weight_decay", "mlp_ratio"):
+        value = getattr(cfg, name)
+        if not (math.isfinite(value) and value >= 0):
+            raise UserError(f"{name.replace('_', '-')} must be a finite number >= 0, got {value}")
+    for flag in ("svq_one_layer", "svq_post_relu", "svq_frozen_projection"):
+        if getattr(cfg, flag) and cfg.quantizer != "svq":
+            raise UserError(f"--{flag.replace('_', '-')} applies to --quantizer svq only, not {cfg.quantizer!r}")
+    from svqbench.quantizers.baselines import METHODS, check_codebook_size
+    if cfg.quantizer in METHODS:
+        check_codebook_size(cfg.quantizer, cfg.codebook_size)
+    if cfg.frozen_codebook and cfg.quantizer not in ("svq", "svq-raw"):
+        raise UserError(f"--frozen-codebook applies to svq and svq-raw, not {cfg.quantizer!r} "
+                        f"(the baselines' EMA codebooks are not trained by the optimiser)")
     if cfg.hid_s % 2:
         raise UserError(f"hid-s must be even (GroupNorm with 2 groups), got {cfg.hid_s}")

@@ -3,3 +3,8 @@
 
 class UserError(Exception):
     """Bad input from the user (flag, file, name); the message names the value and the fix."""
+
+
+class RunFailed(Exception):
+    """A run that started but could not finish (e.g. non-finite loss); the CLI prints one line and
+    exits 1. The run folder records why in metrics.json."""

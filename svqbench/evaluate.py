@@ -1,35 +1,155 @@
-"""Score a model, and the reference forecasts, on one split in physical units (streaming)."""
+"""Score a model, and the reference forecasts, on one split in physical units (streaming).
+
+The metric set follows the dataset's kind (meta.json "kind", default "weather"), as in OpenSTL:
+- weather: per-pixel MSE/MAE/RMSE and latitude-weighted RMSE (when the grid has latitudes);
+- video / traffic: per-frame and per-pixel MSE/MAE/RMSE, SSIM and PSNR on frames mapped from
+  meta "value_range" (default [0, 1]) to [0, 1] and clipped, and LPIPS (AlexNet) when its weights
+  resolve offline or the user asks for it.
+Every result carries `metric_set`, which says what was computed and why LPIPS was or was not.
+`evaluate_run` re-scores a finished run (`svqbench evaluate`).
+"""
 from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import time
+from dataclasses import dataclass, fields
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from svqbench.config import RunConfig
 from svqbench.data.prepared import PreparedDataset
-from svqbench.metrics import ErrorAccumulator
-from svqbench.train import to_tensors
+from svqbench.distributed import SINGLE, DistContext, reduce_accumulator
+from svqbench.errors import UserError
+from svqbench.metrics import ErrorAccumulator, ImageQualityAccumulator, LPIPSAccumulator
+from svqbench.train import split_batches, to_tensors
+
+KINDS = ("weather", "video", "traffic")
+EVAL_SPLITS = ("test", "val")
 
 
-def _accumulator(ds: PreparedDataset) -> ErrorAccumulator:
-    return ErrorAccumulator(ds.out_len, ds.lat)
+def dataset_kind(ds: PreparedDataset) -> str:
+    kind = ds.meta.get("kind", "weather")
+    if kind not in KINDS:
+        raise UserError(f"prepared dataset {ds.path} has unknown kind {kind!r} in meta.json; "
+                        f"expected one of: {', '.join(KINDS)}")
+    return kind
+
+
+def value_range(ds: PreparedDataset) -> tuple[float, float]:
+    lo, hi = ds.meta.get("value_range", (0.0, 1.0))
+    return float(lo), float(hi)
+
+
+@dataclass
+class Scorer:
+    """The accumulators of one forecast (model or reference) on one split."""
+    errors: ErrorAccumulator
+    image: ImageQualityAccumulator | None = None
+    lpips: LPIPSAccumulator | None = None
+
+    def update(self, pred: torch.Tensor, true: torch.Tensor) -> None:
+        for acc in self.accumulators():
+            acc.update(pred, true)
+
+    def accumulators(self) -> list:
+        return [a for a in (self.errors, self.image, self.lpips) if a is not None]
+
+    def reduce(self, dist: DistContext) -> "Scorer":
+        for acc in self.accumulators():
+            reduce_accumulator(acc, dist)
+        return self
+
+    def result(self) -> dict:
+        out = {}
+        for acc in self.accumulators():
+            out.update(acc.result())
+        return out
+
+
+def lpips_decision(ds: PreparedDataset, lpips: bool | None, lpips_weights=None):
+    """(LPIPS module or None, note for metric_set). lpips: None = when available, True = required, False = off."""
+    kind = dataset_kind(ds)
+    if lpips is False:
+        return None, {"computed": False, "reason": "turned off (--no-lpips)"}
+    if kind == "weather":
+        if lpips:
+            raise UserError(f"LPIPS is for video/traffic frames; dataset {ds.path.name} is of kind weather; "
+                            "drop --lpips")
+        return None, {"computed": False, "reason": "not a video/traffic dataset"}
+    c, (h, w) = len(ds.channels), ds.grid
+    reason = LPIPSAccumulator.check_applicable(c, h, w)
+    if reason:
+        if lpips:
+            raise UserError(f"{reason} (dataset {ds.path.name}); drop --lpips")
+        return None, {"computed": False, "reason": reason}
+    from svqbench.lpips_weights import ENV_VAR, build_lpips_alex, resolve_alexnet_weights
+    try:
+        weights = resolve_alexnet_weights(lpips_weights)
+    except UserError as e:
+        if lpips or lpips_weights or os.environ.get(ENV_VAR):  # asked for, or a named file is wrong
+            raise
+        return None, {"computed": False, "reason": str(e)}
+    return build_lpips_alex(weights), {"computed": True, "net": "alex", "version": "0.1",
+                                       "backbone_weights": weights.describe()}
+
+
+def make_scorer(ds: PreparedDataset, *, lpips_model=None, device: torch.device = torch.device("cpu")) -> Scorer:
+    kind = dataset_kind(ds)
+    if kind == "weather":
+        return Scorer(ErrorAccumulator(ds.out_len, ds.lat))
+    image = None
+    if min(ds.grid) >= 7:
+        image = ImageQualityAccumulator(ds.out_len, value_range(ds))
+    lp = None if lpips_model is None else LPIPSAccumulator(ds.out_len, lpips_model, value_range=value_range(ds),
+                                                             device=device)
+    return Scorer(ErrorAccumulator(ds.out_len, None, per_frame=True), image, lp)
+
+
+def metric_set(ds: PreparedDataset, lpips_note: dict | None = None) -> dict:
+    kind = dataset_kind(ds)
+    if kind == "weather":
+        names = ["mse_per_pixel", "mae_per_pixel", "rmse_per_pixel"] + (["rmse_latweighted"] if ds.lat is not None else [])
+        return {"kind": kind, "metrics": names, "units": "physical (de-normalised with train statistics)"}
+    names = ["mse_per_frame", "mae_per_frame", "rmse_per_frame", "mse_per_pixel", "mae_per_pixel", "rmse_per_pixel"]
+    if min(ds.grid) >= 7:
+        names += ["ssim", "psnr"]
+    out = {"kind": kind, "metrics": names, "units": "physical (de-normalised with train statistics)",
+           "image_metrics_value_range": list(value_range(ds))}
+    if lpips_note is not None:
+        if lpips_note.get("computed"):
+            names.append("lpips")
+        out["lpips"] = lpips_note
+    return out
 
 
 @torch.no_grad()
 def evaluate_model(model, ds: PreparedDataset, cfg: RunConfig, *, split: str = "test",
-                   device: torch.device = torch.device("cpu")) -> dict:
+                   device: torch.device = torch.device("cpu"), dist: DistContext = SINGLE,
+                   lpips: bool | None = None, lpips_weights=None) -> dict:
+    """Metrics of `model` on `split` (see the module doc for which).
+
+    With several ranks each scores its own contiguous share of the split (no padding) and the
+    sums are reduced, so every rank returns the metrics of the whole split, each window once.
+    """
     model.eval().to(device)
-    acc = _accumulator(ds)
-    for batch in ds.batches(split, cfg.batch_size):
+    lpips_model, lpips_note = lpips_decision(ds, lpips, lpips_weights)
+    scorer = make_scorer(ds, lpips_model=lpips_model, device=torch.device(device))
+    for batch in split_batches(ds, split, cfg.batch_size, dist):
         x, _, offset = to_tensors(ds, batch, cfg.norm, device)
         pred, _ = model(x)
         phys = ds.denormalise(pred.float().cpu().numpy(), offset.cpu().numpy())
-        acc.update(torch.from_numpy(phys), torch.from_numpy(np.asarray(batch.y)))
-    return acc.result()
+        scorer.update(torch.from_numpy(phys), torch.from_numpy(np.asarray(batch.y)))
+    return {**scorer.reduce(dist).result(), "metric_set": metric_set(ds, lpips_note)}
 
 
 def evaluate_references(ds: PreparedDataset, *, split: str = "test", batch_size: int = 64) -> dict[str, dict]:
-    """persistence: repeat the last input frame; climatology: the train mean of each grid cell."""
-    pers, clim = _accumulator(ds), _accumulator(ds)
+    """persistence: repeat the last input frame; climatology: the train mean of each grid cell.
+    Same metric set as the model, without LPIPS."""
+    pers, clim = make_scorer(ds), make_scorer(ds)
     climatology = torch.from_numpy(ds.climatology)
     for batch in ds.batches(split, batch_size):
         y = torch.from_numpy(np.asarray(batch.y))
@@ -37,3 +157,89 @@ def evaluate_references(ds: PreparedDataset, *, split: str = "test", batch_size:
         pers.update(last.expand_as(y), y)
         clim.update(climatology.expand_as(y), y)
     return {"persistence": pers.result(), "climatology": clim.result()}
+
+
+# ---- re-scoring a saved run ---------------------------------------------------------------------
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise UserError(f"{path} is not a readable svqbench file ({e})") from None
+
+
+def config_from_dict(values: dict, where: str) -> RunConfig:
+    """The RunConfig a run saved; keys this version does not know are an error, never ignored."""
+    from svqbench.config import validate
+    known = {f.name for f in fields(RunConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise UserError(f"{where} has config key(s) this svqbench does not know: {', '.join(unknown)}; "
+                        "re-score it with the svqbench version that wrote it")
+    cfg = RunConfig(**values)
+    validate(cfg)
+    return cfg
+
+
+def locate_run(target: str | Path, results_dir: str | Path | None = None) -> tuple[Path, Path]:
+    """(run folder, checkpoint) for a run folder (its best.pt), a run id under `results_dir`, or a
+    checkpoint file."""
+    target = Path(target)
+    if not target.exists() and results_dir is not None and (Path(results_dir) / target).exists():
+        target = Path(results_dir) / target
+    if target.is_dir():
+        checkpoint = target / "best.pt"
+        if not checkpoint.is_file():
+            raise UserError(f"run folder {target} has no best.pt; pass a checkpoint file or a finished run")
+        return target, checkpoint
+    if target.is_file():
+        return target.parent, target
+    raise UserError(f"{target} does not exist; pass a run folder (results/<run-id>), a run id under "
+                    "--results-dir, or a checkpoint file")
+
+
+def evaluate_run(target: str | Path, *, split: str = "test", device: str = "cpu", data_dir=None,
+                 results_dir=None, lpips: bool | None = None, lpips_weights=None) -> tuple[Path, dict]:
+    """Re-score a run's checkpoint with its saved config; writes <run>/metrics_<split>.json atomically."""
+    from svqbench.data.prepared import open_prepared
+    from svqbench.results import write_json
+    from svqbench.train import build_model
+
+    if split not in EVAL_SPLITS:
+        raise UserError(f"unknown split {split!r}; choose one of: {', '.join(EVAL_SPLITS)}")
+    run_dir, checkpoint = locate_run(target, results_dir)
+    try:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for a bad file
+        raise UserError(f"{checkpoint} is not a readable checkpoint ({type(e).__name__}: {e})") from None
+    if not isinstance(state, dict) or "model" not in state:
+        raise UserError(f"{checkpoint} holds no model state; pass a checkpoint written by svqbench (best.pt)")
+    saved = _read_json(run_dir / "config.json") if (run_dir / "config.json").is_file() else {}
+    config = state.get("config") or saved.get("config")
+    if config is None:
+        raise UserError(f"neither {checkpoint} nor {run_dir / 'config.json'} holds the run's config")
+    cfg = config_from_dict(config, str(checkpoint))
+    ds = open_prepared(cfg.dataset, data_dir)
+    trained_stats = (saved.get("dataset_meta") or {}).get("stats")
+    if trained_stats is not None and trained_stats != ds.meta["stats"]:
+        raise UserError(f"dataset {cfg.dataset} at {ds.path} is not the one run {run_dir.name} was trained on "
+                        f"(its train statistics differ); pass the --data-dir the run used")
+    model = build_model(cfg, ds)
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as e:
+        raise UserError(f"{checkpoint} does not fit the model its config describes ({str(e).splitlines()[0]})") from None
+    dev = torch.device(device)
+    t0 = time.perf_counter()
+    scores = evaluate_model(model, ds, cfg, split=split, device=dev, lpips=lpips, lpips_weights=lpips_weights)
+    refs = evaluate_references(ds, split=split)
+    from svqbench.quantizers.analysis import usage_on_split
+    usage = usage_on_split(model, ds, cfg, split=split, device=dev)  # {} without a codebook
+    metrics = {"run_id": saved.get("run_id", run_dir.name), "split": split, "checkpoint": checkpoint.name,
+               "checkpoint_epoch": state.get("epoch"), "dataset": cfg.dataset,
+               "evaluated": dt.datetime.now().isoformat(timespec="seconds"),
+               "eval_seconds": round(time.perf_counter() - t0, 2), split: scores, **refs,
+               "codebook_usage": usage}
+    path = run_dir / f"metrics_{split}.json"
+    write_json(path, metrics)
+    return path, metrics

@@ -1,19 +1,30 @@
-"""One run end to end: prepared data -> model -> train (val split) -> test once -> results."""
+"""One run end to end: prepared data -> model -> train (val split) -> test once -> results.
+
+The same function runs in one process or in every process torchrun starts (rank 0 alone writes),
+and continues a killed run (`resume_experiment`): the run folder's config.json says what to train,
+its checkpoint where to continue; the leaderboard row is written once, at the very end.
+"""
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import json
 import platform
+import re
 import time
 from pathlib import Path
 
 import torch
 
 from svqbench import __version__
-from svqbench.config import RunConfig
+from svqbench.config import RunConfig, resolve
 from svqbench.data.prepared import open_prepared
+from svqbench.distributed import DistContext, from_environment, shutdown
+from svqbench.errors import UserError
 from svqbench.evaluate import evaluate_model, evaluate_references
-from svqbench.results import append_row, create_run_dir, write_json
-from svqbench.train import Reporter, build_model, train
+from svqbench.quantizers.analysis import LEADERBOARD_KEYS, usage_on_split
+from svqbench.results import LEADERBOARD, append_row, create_run_dir, locked, write_json
+from svqbench.train import NonFiniteError, Reporter, TrainOptions, build_model, train
 
 
 def default_run_id(cfg: RunConfig) -> str:
@@ -22,10 +33,30 @@ def default_run_id(cfg: RunConfig) -> str:
 
 
 def run_experiment(cfg: RunConfig, *, results_dir: Path, data_dir: Path | None = None, run_id: str | None = None,
-                   device: str = "cpu", reporter: Reporter | None = None) -> dict:
-    ds = open_prepared(cfg.dataset, data_dir)
-    run_id = run_id or default_run_id(cfg)
-    run_dir = create_run_dir(results_dir, run_id)
+                   device: str = "cpu", reporter: Reporter | None = None,
+                   options: TrainOptions | None = None) -> dict:
+    """Train, test once, record. Under torchrun (WORLD_SIZE > 1) every rank calls this; the
+    process group is set up from the environment and torn down at the end."""
+    if run_id is not None:
+        check_run_id(run_id)
+    dist, device = from_environment(device)
+    try:
+        return _run(cfg, results_dir=Path(results_dir), data_dir=data_dir, run_id=run_id, device=device,
+                    reporter=reporter, options=options or TrainOptions(), dist=dist)
+    finally:
+        shutdown(dist)
+
+
+def _run(cfg: RunConfig, *, results_dir: Path, data_dir, run_id, device: str, reporter, options: TrainOptions,
+         dist: DistContext) -> dict:
+    ds = open_prepared(cfg.dataset, data_dir, auto_prepare=dist.is_main)
+    run_id = dist.broadcast(run_id or default_run_id(cfg))
+    if options.resume:
+        run_dir = results_dir / run_id
+    elif dist.is_main:
+        run_dir = create_run_dir(results_dir, run_id)
+    else:
+        run_dir = results_dir / run_id
     dev = torch.device(device)
     torch.manual_seed(cfg.seed)
     if dev.type == "cpu":
@@ -33,28 +64,103 @@ def run_experiment(cfg: RunConfig, *, results_dir: Path, data_dir: Path | None =
     model = build_model(cfg, ds)
     n_params = sum(p.numel() for p in model.parameters())
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    write_json(run_dir / "config.json", {"run_id": run_id, "config": cfg.to_dict(), "svqbench": __version__,
-                                         "torch": torch.__version__, "python": platform.python_version(),
-                                         "device": device, "dataset_meta": {k: ds.meta[k] for k in
-                                                                            ("name", "shape", "sources", "stats")}})
-    result = train(cfg, ds, model, run_dir, device=dev, reporter=reporter)
-    best = torch.load(run_dir / "best.pt", map_location=dev, weights_only=True)
-    model.load_state_dict(best["model"])
+    runtime = {**dataclasses.asdict(options), "world_size": dist.world_size}
+    runtime.pop("resume")
+    if dist.is_main and not options.resume:
+        write_json(run_dir / "config.json", {"run_id": run_id, "config": cfg.to_dict(), "runtime": runtime,
+                                             "svqbench": __version__, "torch": torch.__version__,
+                                             "python": platform.python_version(), "device": device,
+                                             "quantizer_details": getattr(model.quantizer, "describe", dict)(),
+                                             "dataset_meta": {k: ds.meta[k] for k in ("name", "shape", "sources", "stats")}})
+    try:
+        result = train(cfg, ds, model, run_dir, device=dev, reporter=reporter, options=options, dist=dist)
+    except NonFiniteError as e:
+        if dist.is_main:
+            write_json(run_dir / "metrics.json", {"run_id": run_id, "status": "failed", "failure": e.record(),
+                                                  "runtime": runtime})
+        raise
+    best = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True) if dist.is_main else None
+    model.load_state_dict(dist.broadcast(best)["model"])
     t0 = time.perf_counter()
-    test = evaluate_model(model, ds, cfg, split="test", device=dev)
+    test = evaluate_model(model, ds, cfg, split="test", device=dev, dist=dist)
+    if not dist.is_main:
+        return {}
     refs = evaluate_references(ds, split="test")
-    metrics = {"run_id": run_id, "split": "test", "checkpoint": "best.pt", "best_epoch": result.best_epoch,
+    usage = usage_on_split(model, ds, cfg, split="test", device=dev)  # {} without a codebook
+    train_aux = next((r.get("aux_loss") for r in result.log if r["epoch"] == result.best_epoch), None)
+    metrics = {"run_id": run_id, "status": "finished", "split": "test", "checkpoint": "best.pt",
+               "best_epoch": result.best_epoch,
                "best_val_loss": result.best_val_loss, "epochs_run": result.epochs_run,
                "stopped_early": result.stopped_early, "train_seconds": round(result.seconds, 2),
                "eval_seconds": round(time.perf_counter() - t0, 2), "params": n_params,
-               "trainable_params": n_trainable, "test": test, **refs}
+               "trainable_params": n_trainable, "runtime": runtime, "test": test, **refs,
+               "train_aux_loss": train_aux, "codebook_usage": usage}
     write_json(run_dir / "metrics.json", metrics)
     row = {"run_id": run_id, "dataset": cfg.dataset, "scale": cfg.scale, "backbone": cfg.backbone,
            "quantizer": cfg.quantizer, "seed": cfg.seed, "loss": cfg.loss, "norm": cfg.norm, "noise": cfg.noise,
            "epochs_run": result.epochs_run, "best_epoch": result.best_epoch, "params": n_params,
            "test_mse": test["mse_per_pixel"], "test_mae": test["mae_per_pixel"],
            "test_rmse": test["rmse_per_pixel"], "test_rmse_latweighted": test.get("rmse_latweighted"),
+           # video/traffic only (None for weather): OpenSTL's per-frame sums and image metrics
+           **{f"test_{m}": test.get(m) for m in ("mse_per_frame", "mae_per_frame", "ssim", "psnr", "lpips")},
            **{f"{r}_{m}": refs[r][f"{m}_per_pixel"] for r in refs for m in ("mse", "mae")},
+           "train_aux_loss": train_aux,  # per step, in the best (evaluated) epoch
+           **{k: usage.get(k) for k in LEADERBOARD_KEYS},
+           "precision": options.precision,
            "train_seconds": round(result.seconds, 2), "finished": dt.datetime.now().isoformat(timespec="seconds")}
-    append_row(results_dir, row)
+    if not (options.resume and in_leaderboard(results_dir, run_id)):  # a resumed run may have got this far
+        append_row(results_dir, row)
     return metrics
+
+
+def check_run_id(run_id: str) -> None:
+    """A run id names a folder under the results folder: letters, digits, '.', '_', '-' only."""
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,199}", run_id):
+        raise UserError(f"bad run name {run_id!r}: use letters, digits, '.', '_' and '-' (not first), "
+                        f"at most 200 characters")
+
+
+def in_leaderboard(results_dir: Path, run_id: str) -> bool:
+    import pandas as pd
+    path = Path(results_dir) / LEADERBOARD
+    if not path.exists():
+        return False
+    with locked(path):
+        return run_id in set(pd.read_csv(path, usecols=["run_id"])["run_id"].astype(str))
+
+
+def find_run(run: str | Path, results_dir: Path) -> Path:
+    """A run folder given as a path or as a run id under `results_dir`."""
+    for candidate in (Path(run), Path(results_dir) / str(run)):
+        if (candidate / "config.json").is_file():
+            return candidate
+    raise UserError(f"no run {str(run)!r}: neither {str(Path(run))!r} nor {str(Path(results_dir) / str(run))!r} "
+                    f"holds a config.json; "
+                    f"pass a run folder or a run id under --results-dir")
+
+
+def resume_experiment(run: str | Path, *, results_dir: Path, data_dir: Path | None = None, device: str = "cpu",
+                      reporter: Reporter | None = None, precision: str | None = None, compile: bool | None = None,
+                      channels_last: bool | None = None, checkpoint_every: int | None = None) -> dict:
+    """Continue a killed run from its newest good checkpoint with the config it was started with;
+    runtime options default to the saved ones (pass one to change it, e.g. a GPU run resumed on CPU)."""
+    run_dir = find_run(run, results_dir)
+    try:
+        saved = json.loads((run_dir / "config.json").read_text())
+        cfg = resolve(cli=saved["config"], data_dir=data_dir)
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise UserError(f"{run_dir / 'config.json'} is not a readable svqbench run config ({e})") from None
+    metrics_path = run_dir / "metrics.json"
+    if metrics_path.exists():
+        try:
+            finished = json.loads(metrics_path.read_text()).get("status", "finished") == "finished"
+        except json.JSONDecodeError:
+            finished = False
+        if finished and in_leaderboard(run_dir.parent, run_dir.name):
+            raise UserError(f"run {run_dir.name} already finished (see {metrics_path}); start a new run instead")
+    runtime = {k: v for k, v in (saved.get("runtime") or {}).items() if k in ("precision", "compile", "channels_last",
+                                                                             "checkpoint_every")}
+    given = dict(precision=precision, compile=compile, channels_last=channels_last, checkpoint_every=checkpoint_every)
+    runtime.update({k: v for k, v in given.items() if v is not None})
+    return run_experiment(cfg, results_dir=run_dir.parent, data_dir=data_dir, run_id=run_dir.name, device=device,
+                          reporter=reporter, options=TrainOptions(**runtime, resume=True))

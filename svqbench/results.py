@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any, Iterator
@@ -71,7 +72,7 @@ def load_leaderboards(directory: Path) -> pd.DataFrame:
     frames = []
     for f in files:
         try:
-            frames.append(pd.read_csv(f))
+            frames.append(attach_run_configs(pd.read_csv(f), f.parent))
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
             raise UserError(f"{f} is not a readable leaderboard CSV ({e})") from None
     if not frames:
@@ -83,29 +84,192 @@ METRICS = ("mse", "mae")
 GROUP = ["dataset", "scale", "backbone"]
 
 
-def compare_table(board: pd.DataFrame) -> pd.DataFrame:
+def compare_table(board: pd.DataFrame, paper: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per (dataset, scale, backbone, method): mean and std over seeds of test MSE/MAE, and
-    the improvement % of each quantizer over `none` in the same group (positive = lower error).
-    The persistence and climatology forecasts of the same test split appear as methods too."""
+    the improvement % over the `none` run of the same cell (positive = lower error). A method is the
+    quantizer plus the settings that vary inside the group (split_methods). With `paper`
+    (load_paper), paper-scale rows get the matching published value and the gap to it.
+    The persistence and climatology forecasts of the same test split appear as methods too.
+    Quantizer figures (train aux loss, codebook usage) are averaged over seeds where recorded."""
+    from svqbench.quantizers.analysis import LEADERBOARD_KEYS
     missing = [c for c in GROUP + ["quantizer", "seed", "test_mse", "test_mae"] if c not in board.columns]
     if missing:
         raise UserError(f"leaderboard lacks column(s) {', '.join(missing)}; was it written by svqbench?")
     rows = []
     for keys, group in board.groupby(GROUP, sort=True):
-        methods = {q: g for q, g in group.groupby("quantizer")}
+        methods = split_methods(group)
         for ref in REFERENCE_ROWS:
             if f"{ref}_mse" in group.columns:
                 # every run of the group scored the same reference forecast on the same split: one row
                 methods[ref] = pd.DataFrame({f"test_{m}": group[f"{ref}_{m}"].iloc[:1] for m in METRICS})
-        base = methods.get("none")
         for method, g in methods.items():
+            base = same_cell_baseline(g, methods) if method not in REFERENCE_ROWS else None
             row = dict(zip(GROUP, keys), method=method, runs=len(g))
             for m in METRICS:
                 col = g[f"test_{m}"].astype(float)
                 row[f"{m}_mean"] = col.mean()
                 row[f"{m}_std"] = col.std(ddof=1) if len(col) > 1 else float("nan")
-                if base is not None and method not in ("none",) + REFERENCE_ROWS:
+                if base is not None:
                     b = base[f"test_{m}"].astype(float).mean()
                     row[f"{m}_improvement_pct"] = 100.0 * (b - row[f"{m}_mean"]) / b
+            for col in ("train_aux_loss",) + LEADERBOARD_KEYS:
+                if col in g.columns:
+                    row[col] = pd.to_numeric(g[col], errors="coerce").mean()
+            if paper is not None and method not in REFERENCE_ROWS:
+                row.update(published_values(g.iloc[0], paper))
             rows.append(row)
-    return pd.DataFrame(rows)
+    return add_gaps(pd.DataFrame(rows))
+
+
+# ------------------------------------------------------------------ methods, cells, published numbers
+
+# settings that only mean something for a quantizer: ignored for `none` runs
+QUANTIZER_SETTINGS = ("codebook_size", "svq_hidden", "codebook_init", "frozen_codebook", "svq_impl",
+                      "svq_one_layer", "svq_post_relu", "svq_frozen_projection")
+PAPER_DIR = Path("results") / "paper"
+
+
+def attach_run_configs(board: pd.DataFrame, directory: Path) -> pd.DataFrame:
+    """Add each run's resolved config (results/<run>/config.json) as columns the leaderboard lacks,
+    so runs can be told apart and matched on any setting (runs without a config.json keep NaN), and
+    `run_dir`, the run's folder."""
+    from svqbench.config import field_names
+    if "run_id" not in board.columns:
+        return board
+    configs = []
+    for run_id in board["run_id"].astype(str):
+        try:
+            configs.append(json.loads((Path(directory) / run_id / "config.json").read_text())["config"])
+        except (OSError, ValueError, KeyError, TypeError):
+            configs.append({})
+    extra = sorted({k for c in configs for k in c} & field_names() - set(board.columns))
+    columns = pd.DataFrame([{k: c.get(k) for k in extra} for c in configs], index=board.index, dtype=object)
+    columns["run_dir"] = [str(Path(directory) / run_id) for run_id in board["run_id"].astype(str)]
+    return pd.concat([board, columns], axis=1)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return "" if value != value else f"{value:g}"
+    return "" if value is None else str(value)
+
+
+def _settings(runs: pd.DataFrame, key: str) -> pd.Series:
+    values = runs[key].map(_fmt)
+    if key in QUANTIZER_SETTINGS:
+        values = values.where(runs["quantizer"].astype(str) != "none", "")
+    return values
+
+
+def varying_settings(runs: pd.DataFrame) -> list[str]:
+    """Config keys besides dataset/scale/backbone/quantizer/seed whose values differ between runs."""
+    import dataclasses
+
+    from svqbench.config import RunConfig
+    identity = set(GROUP) | {"quantizer", "seed"}
+    keys = [f.name for f in dataclasses.fields(RunConfig) if f.name not in identity and f.name in runs.columns]
+    return [k for k in keys if _settings(runs, k).replace("", pd.NA).nunique() > 1]
+
+
+def split_methods(group: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Runs of one (dataset, scale, backbone) group by method: the quantizer plus every setting that
+    varies inside the group (e.g. `svq noise=0.2`), so a sweep's cells are never averaged together."""
+    keys = varying_settings(group)
+    parts = [group["quantizer"].astype(str)] + [
+        (k + "=" + _settings(group, k)).where(_settings(group, k) != "", "") for k in keys]
+    labels = pd.concat(parts, axis=1).apply(lambda r: " ".join(v for v in r if v), axis=1) if keys \
+        else group["quantizer"].astype(str)
+    order = sorted(set(labels), key=lambda m: (not m.startswith("none"), m))
+    return {m: group[labels == m] for m in order}
+
+
+def same_cell_baseline(runs: pd.DataFrame, methods: dict[str, pd.DataFrame]) -> pd.DataFrame | None:
+    """The `none` runs whose settings (quantizer settings aside) equal those of `runs`."""
+    if str(runs["quantizer"].iloc[0]) == "none":
+        return None
+    everything = pd.concat([g for m, g in methods.items() if m not in REFERENCE_ROWS])
+    keys = [k for k in varying_settings(everything) if k not in QUANTIZER_SETTINGS]
+    mine = {k: _fmt(runs[k].iloc[0]) for k in keys}
+    for g in methods.values():
+        if "quantizer" in g.columns and str(g["quantizer"].iloc[0]) == "none" and \
+                all(_fmt(g[k].iloc[0]) == v for k, v in mine.items()):
+            return g
+    return None
+
+
+def load_paper(directory: Path = PAPER_DIR) -> pd.DataFrame:
+    """The published numbers: every results/paper/*.csv (long format: match columns, metric, value)."""
+    directory = Path(directory)
+    files = sorted(directory.glob("*.csv")) if directory.is_dir() else []
+    if not files:
+        raise UserError(f"no published tables (*.csv) in {directory}; pass --paper DIR with the results/paper files")
+    frames = []
+    for f in files:
+        try:
+            frame = pd.read_csv(f, dtype=str, keep_default_na=False)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+            raise UserError(f"{f} is not a readable CSV ({e})") from None
+        missing = {"table", "model", "dataset", "quantizer", "metric", "value"} - set(frame.columns)
+        if missing:
+            raise UserError(f"{f} lacks column(s) {', '.join(sorted(missing))}")
+        frames.append(frame)
+    paper = pd.concat(frames, ignore_index=True).fillna("")
+    paper["value"] = pd.to_numeric(paper["value"], errors="raise")
+    return paper
+
+
+def _same(published: str, ours: Any) -> bool:
+    mine = _fmt(ours)
+    try:
+        return math.isclose(float(published), float(mine), rel_tol=1e-9, abs_tol=1e-12)
+    except ValueError:
+        return published.lower() == mine.lower()
+
+
+# What a published row means by a setting it does not state: the paper's default model. Only
+# codebook_init is truly unknown when unstated (Table 8 vs the reference t2m configs disagree).
+PAPER_DEFAULTS = dict(noise="0", placement="before", svq_hidden="128", svq_one_layer="false",
+                      svq_post_relu="false", svq_frozen_projection="false")
+
+
+def published_values(run: pd.Series, paper: pd.DataFrame) -> dict[str, Any]:
+    """For a paper-scale run, the published cell whose settings all equal the run's config: the
+    row's stated settings, and PAPER_DEFAULTS for the ones it leaves blank (quantizer settings are
+    ignored for `none`). When several match, the one stating the most non-default settings wins,
+    then the lowest table number. Returns `paper` (where from) and `{m}_paper` for the compare
+    metrics; rows without a quantizer (other architectures) or for one variable never match."""
+    from svqbench.config import field_names
+    if str(run.get("scale")) != "paper":
+        return {}
+    match_cols = [c for c in paper.columns if c in field_names()]
+    candidates = paper[(paper["quantizer"] != "") & (paper.get("variable", "") == "")]
+    best: dict[str, tuple] = {}
+    for _, row in candidates.iterrows():
+        wanted = {c: row[c] or PAPER_DEFAULTS.get(c, "") for c in match_cols}
+        if row["quantizer"] == "none":
+            wanted = {c: v for c, v in wanted.items() if c not in QUANTIZER_SETTINGS}
+        wanted = {c: v for c, v in wanted.items() if v != ""}
+        if not all(c in run.index and _same(v, run[c]) for c, v in wanted.items()):
+            continue
+        special = sum(1 for c, v in wanted.items() if c in PAPER_DEFAULTS and not _same(v, PAPER_DEFAULTS[c])
+                      or c == "codebook_init")
+        for m in METRICS:
+            if row["metric"] == f"{m}_per_pixel":
+                rank = (-special, int(row["table"]))
+                if m not in best or rank < best[m][0]:
+                    best[m] = (rank, row)
+    out: dict[str, Any] = {}
+    for m, (_, row) in best.items():
+        out[f"{m}_paper"] = float(row["value"])
+        out.setdefault("paper", f"Table {row['table']}: {row['model']}")
+    return out
+
+
+def add_gaps(table: pd.DataFrame) -> pd.DataFrame:
+    """`{m}_gap_pct`: our mean minus the published value, in % of the published value."""
+    for m in METRICS:
+        if f"{m}_paper" in table.columns:
+            table[f"{m}_gap_pct"] = 100.0 * (table[f"{m}_mean"] - table[f"{m}_paper"]) / table[f"{m}_paper"]
+    return table

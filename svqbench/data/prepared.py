@@ -1,12 +1,17 @@
 """The prepared-dataset format every source converts to, and the batches training reads from it.
 
 A prepared dataset is a folder a user can open without svqbench:
-  frames.npy        float32 (N, C, H, W) in physical units (read memory-mapped)
+  frames.npy        (N, C, H, W): float32 in physical units, or uint8 with meta["frame_scale"]
+                    (video: value = stored * frame_scale, in [0, 1]); read memory-mapped
   windows_<split>.npy  int64 start frame of every window of that split (train / val / test)
   climatology.npy   float32 (C, H, W): mean of the train frames per grid cell
-  meta.json         channels, units, grid, times, in/out lengths, split descriptions,
-                    train-only normalisation stats, source checksums
+  meta.json         kind (weather / traffic / video), channels, units, grid, times, in/out lengths,
+                    split descriptions, train-only normalisation stats, source checksums
 A window starting at s is frames[s : s + in_len] -> frames[s + in_len : s + in_len + out_len].
+
+Sources write through `PreparedWriter`, which fills a memory-mapped frames.npy in a temp folder
+chunk by chunk (memory stays bounded), computes the statistics from the train windows only, and
+swaps the folder in with a rename, so a failed conversion leaves any earlier dataset untouched.
 """
 from __future__ import annotations
 
@@ -23,57 +28,142 @@ from svqbench.errors import UserError
 
 FORMAT_VERSION = 1
 SPLITS = ("train", "val", "test")
+_CHUNK_BYTES = 16 << 20  # frames read per step when computing statistics (float64 copies are 2-3x this)
 
 
 def data_root(path: str | os.PathLike | None = None) -> Path:
     return Path(path or os.environ.get("SVQBENCH_DATA", "data"))
 
 
-def write_prepared(dest: Path, frames: np.ndarray, windows: dict[str, np.ndarray], meta: dict[str, Any]) -> Path:
-    """Write atomically: build in a temp folder beside `dest`, then swap it in.
+class PreparedWriter:
+    """Build a prepared dataset without holding the frames in memory.
 
-    Statistics are computed here, from the frames the train windows touch, so no source can
-    normalise with anything but train data.
+        with PreparedWriter(dest, n_frames, channels, (H, W)) as w:
+            w.write(start, block)          # block (n, C, H, W), any number of times
+            w.finish(windows, meta)        # statistics, climatology, atomic swap into dest
+
+    uint8 frames need `frame_scale` (physical value = stored * frame_scale). Leaving the block
+    without `finish` (an exception) deletes the temp folder and keeps the old dataset.
     """
+
+    def __init__(self, dest: str | os.PathLike, n_frames: int, channels: int, grid: tuple[int, int], *,
+                 dtype: str = "float32", frame_scale: float | None = None):
+        if np.dtype(dtype) not in (np.dtype("float32"), np.dtype("uint8")):
+            raise ValueError(f"frames dtype must be float32 or uint8, got {dtype}")
+        if (np.dtype(dtype) == np.uint8) != (frame_scale is not None):
+            raise ValueError("uint8 frames need frame_scale; float32 frames must not have one")
+        self.dest = Path(dest)
+        self.frame_scale = frame_scale
+        self.dest.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = self.dest.with_name(f".{self.dest.name}.tmp-{os.getpid()}")
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        self.tmp.mkdir()
+        self.frames = np.lib.format.open_memmap(self.tmp / "frames.npy", mode="w+", dtype=dtype,
+                                                shape=(int(n_frames), int(channels), *map(int, grid)))
+        self.done = False
+
+    def __enter__(self) -> "PreparedWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if not self.done:
+            self.abort()
+
+    def abort(self) -> None:
+        self.frames = None
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def write(self, start: int, block: np.ndarray, *, source: str = "source data") -> None:
+        if block.shape[1:] != self.frames.shape[1:]:
+            raise UserError(f"{source}: frame shape {tuple(block.shape[1:])} does not match "
+                            f"{tuple(self.frames.shape[1:])}")
+        if self.frames.dtype == np.float32 and not np.isfinite(block).all():
+            bad = int(np.argmax(~np.isfinite(block).reshape(len(block), -1).all(axis=1)))
+            raise UserError(f"{source}: NaN or infinite values (first in frame {start + bad}); "
+                            f"fix or drop those times before preparing")
+        self.frames[start: start + len(block)] = block
+
+    def physical(self, start: int, stop: int) -> np.ndarray:
+        block = np.asarray(self.frames[start:stop])
+        return block if self.frame_scale is None else block.astype(np.float32) * np.float32(self.frame_scale)
+
+    def finish(self, windows: dict[str, np.ndarray], meta: dict[str, Any]) -> Path:
+        """Statistics from the frames the train windows touch, then swap the folder into place."""
+        n = len(self.frames)
+        length = int(meta["in_len"]) + int(meta["out_len"])
+        name = meta.get("name", self.dest.name)
+        windows = {s: np.asarray(windows[s], dtype=np.int64) for s in SPLITS}
+        for split in SPLITS:
+            w = windows[split]
+            if w.size == 0:
+                raise UserError(f"{name}: split {split!r} has no windows of {length} frames")
+            if w.min() < 0 or w.max() + length > n:
+                raise ValueError(f"split {split}: window starts out of range")
+        in_train = np.zeros(n + 1, dtype=np.int32)  # +1 at a window's start, -1 past its end
+        np.add.at(in_train, windows["train"], 1)
+        np.add.at(in_train, windows["train"] + length, -1)
+        in_train = np.cumsum(in_train[:n]) > 0
+        stats = _TrainStats(self.frames.shape[1:])
+        step = max(1, _CHUNK_BYTES // max(1, self.frames[0].nbytes * (4 if self.frame_scale else 1)))
+        for start in range(0, n, step):
+            mask = in_train[start: start + step]
+            if mask.any():
+                stats.add(self.physical(start, start + len(mask))[mask])
+        mean, std, climatology = stats.result()
+        meta = dict(meta, format_version=FORMAT_VERSION, shape=list(self.frames.shape),
+                    dtype=str(self.frames.dtype),
+                    stats={"mean": mean.tolist(), "std": std.tolist(), "computed_on": "train"},
+                    windows={s: int(len(windows[s])) for s in SPLITS})
+        if self.frame_scale is not None:
+            meta["frame_scale"] = self.frame_scale
+        self.frames.flush()
+        self.frames = None
+        np.save(self.tmp / "climatology.npy", climatology)
+        for split in SPLITS:
+            np.save(self.tmp / f"windows_{split}.npy", windows[split])
+        (self.tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+        old = self.dest.with_name(f".{self.dest.name}.old-{os.getpid()}")
+        if self.dest.exists():
+            self.dest.rename(old)
+        self.tmp.rename(self.dest)
+        shutil.rmtree(old, ignore_errors=True)
+        self.done = True
+        return self.dest
+
+
+class _TrainStats:
+    """Per-channel mean / population std (Chan's parallel merge) and per-cell mean, in float64."""
+
+    def __init__(self, frame_shape: tuple[int, ...]):
+        c = frame_shape[0]
+        self.count, self.mean, self.m2 = 0, np.zeros(c), np.zeros(c)
+        self.cell_sum, self.frames = np.zeros(frame_shape), 0
+
+    def add(self, block: np.ndarray) -> None:
+        b = block.astype(np.float64)
+        n = b.shape[0] * b.shape[2] * b.shape[3]
+        mean = b.mean(axis=(0, 2, 3))
+        m2 = ((b - mean[:, None, None]) ** 2).sum(axis=(0, 2, 3))
+        total = self.count + n
+        delta = mean - self.mean
+        self.m2 += m2 + delta ** 2 * self.count * n / total
+        self.mean += delta * n / total
+        self.count = total
+        self.cell_sum += b.sum(axis=0)
+        self.frames += len(b)
+
+    def result(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return self.mean, np.sqrt(self.m2 / self.count), (self.cell_sum / self.frames).astype(np.float32)
+
+
+def write_prepared(dest: Path, frames: np.ndarray, windows: dict[str, np.ndarray], meta: dict[str, Any]) -> Path:
+    """Write in-memory float frames (small sources); large sources use PreparedWriter directly."""
     frames = np.asarray(frames, dtype=np.float32)
     if frames.ndim != 4:
         raise ValueError(f"frames must be (N, C, H, W), got shape {frames.shape}")
-    if not np.isfinite(frames).all():
-        raise UserError(f"{meta.get('name', dest.name)}: source data contains NaN or infinite values")
-    length = meta["in_len"] + meta["out_len"]
-    for split in SPLITS:
-        w = np.asarray(windows[split], dtype=np.int64)
-        if w.size == 0:
-            raise UserError(f"{meta.get('name', dest.name)}: split {split!r} has no windows of {length} frames")
-        if w.min() < 0 or w.max() + length > len(frames):
-            raise ValueError(f"split {split}: window starts out of range")
-    train_frames = np.unique((windows["train"][:, None] + np.arange(length)).ravel())
-    train = frames[train_frames]
-    meta = dict(meta, format_version=FORMAT_VERSION, shape=list(frames.shape),
-                stats={"mean": train.mean(axis=(0, 2, 3), dtype=np.float64).tolist(),
-                       "std": train.std(axis=(0, 2, 3), dtype=np.float64).tolist(),
-                       "computed_on": "train"},
-                windows={s: int(len(windows[s])) for s in SPLITS})
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
-        np.save(tmp / "frames.npy", frames)
-        np.save(tmp / "climatology.npy", train.mean(axis=0, dtype=np.float64).astype(np.float32))
-        for split in SPLITS:
-            np.save(tmp / f"windows_{split}.npy", np.asarray(windows[split], dtype=np.int64))
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-        old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
-        if dest.exists():
-            dest.rename(old)
-        tmp.rename(dest)
-        shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return dest
+    with PreparedWriter(dest, len(frames), frames.shape[1], frames.shape[2:]) as writer:
+        writer.write(0, frames, source=meta.get("name", Path(dest).name))
+        return writer.finish(windows, meta)
 
 
 @dataclass
@@ -101,8 +191,14 @@ class PreparedDataset:
         m = self.meta
         if m.get("format_version") != FORMAT_VERSION or list(self.frames.shape) != m.get("shape"):
             raise UserError(f"prepared dataset {self.path} does not match its meta.json; {hint}")
+        self._mapped = self.frames.view(np.ndarray)  # same mapped memory, without np.memmap's per-op overhead
         self.in_len, self.out_len = int(m["in_len"]), int(m["out_len"])
         self.channels = list(m["channels"])
+        self.kind = m.get("kind", "weather")
+        self.frame_scale = m.get("frame_scale")
+        if (self.frames.dtype == np.uint8) != (self.frame_scale is not None):
+            raise UserError(f"prepared dataset {self.path}: {self.frames.dtype} frames and frame_scale "
+                            f"{self.frame_scale} disagree; {hint}")
         self.mean = np.asarray(m["stats"]["mean"], dtype=np.float32)
         self.std = np.asarray(m["stats"]["std"], dtype=np.float32)
         lat = (m.get("grid") or {}).get("lat")
@@ -115,10 +211,15 @@ class PreparedDataset:
     def grid(self) -> tuple[int, int]:
         return tuple(self.frames.shape[2:])
 
+    def _physical(self, stored: np.ndarray) -> np.ndarray:
+        if self.frame_scale is None:
+            return stored
+        return np.multiply(stored, np.float32(self.frame_scale), dtype=np.float32)
+
     def window(self, split: str, i: int) -> tuple[np.ndarray, np.ndarray]:
         s = int(self.splits[split][i])
-        return (np.asarray(self.frames[s: s + self.in_len]),
-                np.asarray(self.frames[s + self.in_len: s + self.in_len + self.out_len]))
+        return (self._physical(np.asarray(self.frames[s: s + self.in_len])),
+                self._physical(np.asarray(self.frames[s + self.in_len: s + self.in_len + self.out_len])))
 
     def batches(self, split: str, batch_size: int, *, shuffle: bool = False,
                 rng: np.random.Generator | None = None) -> Iterator[Batch]:
@@ -127,7 +228,8 @@ class PreparedDataset:
         offsets = np.arange(self.in_len + self.out_len)
         for i in range(0, len(order), batch_size):
             idx = starts[order[i: i + batch_size]]
-            frames = self.frames[idx[:, None] + offsets]  # one fancy-indexed read per batch
+            # one gather per batch; np.take reads a memmap ~1.5x faster than fancy indexing
+            frames = self._physical(np.take(self._mapped, idx[:, None] + offsets, axis=0))
             yield Batch(frames[:, : self.in_len], frames[:, self.in_len:], idx)
 
     def normalise(self, batch: Batch, mode: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -139,13 +241,19 @@ class PreparedDataset:
         """
         std = self.std[:, None, None]
         if mode == "global":
-            offset = np.broadcast_to(self.mean[:, None, None], batch.x.shape[2:])[None].repeat(len(batch.x), 0)
+            offset = np.empty((len(batch.x), *batch.x.shape[2:]), dtype=np.float32)
+            offset[:] = self.mean[:, None, None]
+            subtract = self.mean[:, None, None]  # broadcast, no per-sample copy
         elif mode == "window":
-            offset = batch.x.mean(axis=1)
+            offset = batch.x.mean(axis=1).astype(np.float32)
+            subtract = offset[:, None]
         else:
             raise UserError(f"unknown norm {mode!r}; choose one of: global, window")
-        offset = offset.astype(np.float32)
-        return (batch.x - offset[:, None]) / std, (batch.y - offset[:, None]) / std, offset
+        # one allocation and two in-place passes per array (the loader's hot path)
+        x, y = np.subtract(batch.x, subtract, dtype=np.float32), np.subtract(batch.y, subtract, dtype=np.float32)
+        np.divide(x, std, out=x)
+        np.divide(y, std, out=y)
+        return x, y, offset
 
     def denormalise(self, pred: np.ndarray, offset: np.ndarray) -> np.ndarray:
         """Inverse of `normalise` for (B, T, C, H, W) model outputs."""

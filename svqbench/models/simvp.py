@@ -77,8 +77,11 @@ class SimVP(nn.Module):
                  hid_s: int = 32, hid_t: int = 256, n_s: int = 2, n_t: int = 8,
                  backbone: str = "gsta", mlp_ratio: float = 8.0, drop_path: float = 0.0,
                  quantizer: str = "none", quantizer_kwargs: dict | None = None,
-                 placement: str = "before", spatio_kernel: int = 3):
+                 placement: str = "before", spatio_kernel: int = 3, channels_last: bool | None = None):
         super().__init__()
+        # None: channels-last translator activations on CPU, where 1x1 and depthwise convs run about
+        # twice as fast in that layout (benchmarks/simvp_profile.py); NCHW elsewhere.
+        self.channels_last = channels_last
         if placement not in ("before", "after"):
             raise ValueError(f"placement must be 'before' or 'after', got {placement!r}")
         self.in_len, self.out_len, self.placement = in_len, out_len, placement
@@ -93,14 +96,27 @@ class SimVP(nn.Module):
                                            mlp_ratio=mlp_ratio, frames=in_len)
         self.dec = Decoder(hid_s, channels, n_s, spatio_kernel)
 
-    def _step(self, x: torch.Tensor) -> tuple[torch.Tensor, QuantOut]:
+    @property
+    def passes(self) -> int:
+        """Encoder-translator-decoder passes per forecast (more than one when rolling out)."""
+        return math.ceil(self.out_len / self.in_len)
+
+    def regularizer(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Extra training loss of the translator (TAU's differential divergence), else 0."""
+        reg = getattr(self.translator, "regularizer", None)
+        return reg(pred, target) if reg is not None else pred.new_zeros(())
+
+    def _step(self, x: torch.Tensor, channels_last: bool) -> tuple[torch.Tensor, QuantOut]:
         b, t, c, h, w = x.shape
         z, skip = self.enc(x.reshape(b * t, c, h, w))
         n, cz, hz, wz = z.shape
         if self.placement == "before":
             q = self.quantizer(z)
             z = q.z_q
-        z = self.translator(z.reshape(b, t * cz, hz, wz)).reshape(n, cz, hz, wz)
+        z = z.reshape(b, t * cz, hz, wz)
+        if channels_last:  # the translator only: the encoder and decoder gain little from it
+            z = z.contiguous(memory_format=torch.channels_last)
+        z = self.translator(z).reshape(n, cz, hz, wz)
         if self.placement == "after":
             q = self.quantizer(z)
             z = q.z_q
@@ -114,13 +130,17 @@ class SimVP(nn.Module):
         if pad_h or pad_w:
             b, t = x.shape[:2]
             x = F.pad(x.flatten(0, 1), (0, pad_w, 0, pad_h), mode="replicate").unflatten(0, (b, t))
+        channels_last = x.device.type == "cpu" if self.channels_last is None else self.channels_last
         outs, aux = [], x.new_zeros(())
         produced, cur = 0, x
         while produced < self.out_len:
-            y, q = self._step(cur)
+            y, q = self._step(cur, channels_last)
             aux = aux + q.aux_loss
             outs.append(y)
             produced += y.shape[1]
             cur = y
-        y = torch.cat(outs, 1)[:, : self.out_len]
+        y = outs[0] if len(outs) == 1 else torch.cat(outs, 1)
+        if y.shape[1] > self.out_len:
+            y = y[:, : self.out_len]
         return y[..., :h, :w], aux
+

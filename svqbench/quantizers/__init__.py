@@ -33,7 +33,26 @@ def _none(dim: int, **_):
 _MODULES: dict[str, str] = {
     "none": "svqbench.quantizers:_none",
     "svq": "svqbench.quantizers.svq:SVQ",
+    "svq-raw": "svqbench.quantizers.lista:LISTA",
+    "mlp": "svqbench.quantizers.mlp:MLPBottleneck",
+    "vq": "svqbench.quantizers.baselines:vq",
+    "rvq": "svqbench.quantizers.baselines:rvq",
+    "grvq": "svqbench.quantizers.baselines:grvq",
+    "mhvq": "svqbench.quantizers.baselines:mhvq",
+    "rvq-stochastic": "svqbench.quantizers.baselines:rvq_stochastic",
+    "rfsq": "svqbench.quantizers.baselines:rfsq",
+    "lfq": "svqbench.quantizers.baselines:lfq",
+    "rlfq": "svqbench.quantizers.baselines:rlfq",
 }
+
+
+def default_codebook_size(name: str) -> int | None:
+    """The method's own K when neither a recipe nor the command line gives one (Table 11 for the
+    baselines), or None where the dataset preset's `codebook_size` (SVQ's K) applies."""
+    from svqbench.quantizers import baselines, lista
+    if name == "svq-raw":
+        return lista.DEFAULT_CODEBOOK_SIZE
+    return baselines.default_codebook_size(name) if name in baselines.METHODS else None
 
 
 def quantizer_names() -> list[str]:

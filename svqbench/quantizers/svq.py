@@ -4,10 +4,12 @@ With no activation after the second layer, W @ M = ReLU(zA + a) (B M) + b M, so 
 `factorized` path never builds the (N x K) weight tensor: its cost does not grow with K beyond
 one (128 x K) @ (K x C) product per step. The `dense` path is the paper's formulation, kept as a
 reference and used automatically when an option breaks the identity (post-ReLU weights).
+
+Ablation options (paper Tables 6, 8, 15): a one-layer projection (W = zA + a, also factorizable:
+Q = z (A M) + a M), any hidden width (bucket shape: hidden 1280 with K 1280), post-ReLU weights
+(W = ReLU(MLP(z)); dense only), a frozen codebook, a frozen projection, six codebook inits.
 """
 from __future__ import annotations
-
-import math
 
 import torch
 from torch import nn
@@ -20,16 +22,17 @@ IMPLS = ("factorized", "dense")
 
 
 def init_codebook(weight: torch.Tensor, method: str) -> None:
+    """The reference code's initialisers, argument for argument (torch defaults unless noted)."""
     if method == "normal":
         nn.init.normal_(weight)
     elif method == "kaiming_uniform":
-        nn.init.kaiming_uniform_(weight, a=math.sqrt(5))  # torch's nn.Linear default
+        nn.init.kaiming_uniform_(weight)  # a=0: U(-sqrt(6/C), sqrt(6/C)), as the reference code calls it
     elif method == "xavier":
-        nn.init.xavier_uniform_(weight)
+        nn.init.xavier_uniform_(weight, gain=nn.init.calculate_gain("relu"))
     elif method == "sparse":
         nn.init.sparse_(weight, sparsity=0.9)
     elif method == "trunc_normal":
-        nn.init.trunc_normal_(weight, std=0.02)
+        nn.init.trunc_normal_(weight)  # std 1, cut at +-2
     elif method == "orthogonal":
         nn.init.orthogonal_(weight)
     else:
@@ -38,21 +41,51 @@ def init_codebook(weight: torch.Tensor, method: str) -> None:
 
 class SVQ(nn.Module):
     def __init__(self, *, dim: int, codebook_size: int = 10000, hidden: int = 128, frozen: bool = False,
-                 init: str = "kaiming_uniform", impl: str = "factorized"):
+                 init: str = "kaiming_uniform", impl: str = "factorized", one_layer: bool = False,
+                 post_relu: bool = False, frozen_projection: bool = False):
         super().__init__()
         if impl not in IMPLS:
             raise UserError(f"unknown SVQ implementation {impl!r}; choose one of: {', '.join(IMPLS)}")
         if codebook_size < 1 or hidden < 1:
             raise UserError(f"codebook size and hidden width must be >= 1, got {codebook_size}, {hidden}")
-        self.impl = impl
-        self.proj_in = nn.Linear(dim, hidden)            # A, a
-        self.proj_out = nn.Linear(hidden, codebook_size)  # B, b
+        self.requested_impl = impl
+        self.post_relu = post_relu
+        # post-ReLU weights break W @ M = ReLU(zA+a)(BM) + bM: only the dense path computes them
+        self.impl = "dense" if post_relu else impl
+        if one_layer:
+            self.proj_in = None
+            self.proj_out = nn.Linear(dim, codebook_size)   # W = zA + a
+        else:
+            self.proj_in = nn.Linear(dim, hidden)            # A, a
+            self.proj_out = nn.Linear(hidden, codebook_size)  # B, b
         self.codebook = nn.Parameter(torch.empty(codebook_size, dim), requires_grad=not frozen)  # M
         init_codebook(self.codebook.data, init)
+        if frozen_projection:
+            for p in self.projection_parameters():
+                p.requires_grad_(False)
+
+    @property
+    def codebook_size(self) -> int:
+        return self.codebook.shape[0]
+
+    def projection_parameters(self) -> list[nn.Parameter]:
+        layers = [self.proj_out] if self.proj_in is None else [self.proj_in, self.proj_out]
+        return [p for layer in layers for p in layer.parameters()]
+
+    def describe(self) -> dict:
+        """What the run record says about the path actually taken."""
+        out = {"impl": self.impl}
+        if self.impl != self.requested_impl:
+            out["impl_note"] = "post-ReLU weights break the factorization; the dense (N x K) path was used"
+        return out
+
+    def _hidden(self, tokens: torch.Tensor) -> torch.Tensor:
+        return tokens if self.proj_in is None else torch.relu(self.proj_in(tokens))
 
     def weights(self, tokens: torch.Tensor) -> torch.Tensor:
         """Regression weights (N, K) for tokens (N, C): for analysis and the dense path."""
-        return self.proj_out(torch.relu(self.proj_in(tokens)))
+        w = self.proj_out(self._hidden(tokens))
+        return torch.relu(w) if self.post_relu else w
 
     def forward(self, z: torch.Tensor) -> QuantOut:
         n, c, h, w = z.shape
@@ -60,8 +93,8 @@ class SVQ(nn.Module):
         if self.impl == "dense":
             q = self.weights(tokens) @ self.codebook
         else:
-            bm = self.proj_out.weight.t() @ self.codebook  # (hidden, C)
+            bm = self.proj_out.weight.t() @ self.codebook  # (hidden or C, C)
             bias = self.proj_out.bias @ self.codebook      # (C,)
-            q = torch.addmm(bias, torch.relu(self.proj_in(tokens)), bm)
+            q = torch.addmm(bias, self._hidden(tokens), bm)
         z_q = q.reshape(n, h, w, c).permute(0, 3, 1, 2)
         return QuantOut(z_q, z.new_zeros(()), {})

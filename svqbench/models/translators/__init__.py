@@ -14,6 +14,18 @@ from svqbench.errors import UserError
 # name -> "module:attribute"; modules are imported on first use so `svqbench --help` stays fast.
 _MODULES: dict[str, str] = {
     "gsta": "svqbench.models.translators.gsta:build",
+    "incepu": "svqbench.models.translators.incepu:build",
+    "convmixer": "svqbench.models.translators.convmixer:build",
+    "convnext": "svqbench.models.translators.convnext:build",
+    "hornet": "svqbench.models.translators.hornet:build",
+    "moganet": "svqbench.models.translators.moganet:build",
+    "vit": "svqbench.models.translators.vit:build",
+    "swin": "svqbench.models.translators.swin:build",
+    "uniformer": "svqbench.models.translators.uniformer:build",
+    "poolformer": "svqbench.models.translators.poolformer:build",
+    "van": "svqbench.models.translators.van:build",
+    "mlpmixer": "svqbench.models.translators.mlpmixer:build",
+    "tau": "svqbench.models.translators.tau:build",
 }
 
 

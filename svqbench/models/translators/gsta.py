@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from svqbench.models.translators.common import DropPath, MixMlp, layer_scale
+from svqbench.models.translators.common import Conv1x1, DropPath, MixMlp, NCHWConv2d, init_weights, layer_scale
 from svqbench.models.translators.metanet import MidMetaNet
 
 
@@ -15,9 +15,9 @@ class AttentionModule(nn.Module):
         d_k = 2 * dilation - 1
         dd_k = kernel_size // dilation + ((kernel_size // dilation) % 2 - 1)
         self.conv0 = nn.Conv2d(dim, dim, d_k, padding=(d_k - 1) // 2, groups=dim)
-        self.conv_spatial = nn.Conv2d(dim, dim, dd_k, padding=dilation * (dd_k - 1) // 2, groups=dim,
+        self.conv_spatial = NCHWConv2d(dim, dim, dd_k, padding=dilation * (dd_k - 1) // 2, groups=dim,
                                       dilation=dilation)
-        self.conv1 = nn.Conv2d(dim, 2 * dim, 1)
+        self.conv1 = Conv1x1(dim, 2 * dim)
 
     def forward(self, x):
         f, g = self.conv1(self.conv_spatial(self.conv0(x))).chunk(2, dim=1)
@@ -27,10 +27,10 @@ class AttentionModule(nn.Module):
 class SpatialAttention(nn.Module):
     def __init__(self, dim: int, kernel_size: int = 21):
         super().__init__()
-        self.proj_1 = nn.Conv2d(dim, dim, 1)
+        self.proj_1 = Conv1x1(dim, dim)
         self.activation = nn.GELU()
         self.spatial_gating_unit = AttentionModule(dim, kernel_size)
-        self.proj_2 = nn.Conv2d(dim, dim, 1)
+        self.proj_2 = Conv1x1(dim, dim)
 
     def forward(self, x):
         return x + self.proj_2(self.spatial_gating_unit(self.activation(self.proj_1(x))))
@@ -38,7 +38,7 @@ class SpatialAttention(nn.Module):
 
 class GASubBlock(nn.Module):
     def __init__(self, dim: int, *, kernel_size: int = 21, mlp_ratio: float = 8.0, drop: float = 0.0,
-                 drop_path: float = 0.0):
+                 drop_path: float = 0.0, attention: nn.Module | None = None):
         super().__init__()
         self.norm1 = nn.BatchNorm2d(dim)
         self.attn = SpatialAttention(dim, kernel_size)
@@ -47,6 +47,9 @@ class GASubBlock(nn.Module):
         self.mlp = MixMlp(dim, int(dim * mlp_ratio), drop)
         self.layer_scale_1 = layer_scale(dim)
         self.layer_scale_2 = layer_scale(dim)
+        init_weights(self)
+        if attention is not None:  # TAU swaps the attention after OpenSTL's init (it keeps torch defaults)
+            self.attn = attention
 
     def forward(self, x):
         x = x + self.drop_path(self.layer_scale_1[:, None, None] * self.attn(self.norm1(x)))

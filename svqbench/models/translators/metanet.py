@@ -6,12 +6,14 @@ from typing import Callable
 import torch
 from torch import nn
 
+from svqbench.models.translators.common import Conv1x1
+
 
 class MetaBlock(nn.Module):
     def __init__(self, block: nn.Module, c_in: int, c_out: int):
         super().__init__()
         self.block = block
-        self.reduction = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
+        self.reduction = Conv1x1(c_in, c_out) if c_in != c_out else nn.Identity()
 
     def forward(self, x):
         return self.reduction(self.block(x))
@@ -25,7 +27,7 @@ class MidMetaNet(nn.Module):
         super().__init__()
         if depth < 2:
             raise ValueError(f"translator depth (N_T) must be >= 2, got {depth}")
-        dpr = torch.linspace(1e-2, drop_path, depth).tolist()
+        dpr = torch.linspace(1e-2, drop_path, depth, device="cpu").tolist()
         dims = [channels_in] + [hidden] * (depth - 1) + [channels_in]
         # OpenSTL gives the last block the full drop_path, not the linspace value
         rates = dpr[:-1] + [drop_path]

@@ -1,0 +1,172 @@
+"""`svqbench analyze RUN`: codebook figures of a finished run, from its best checkpoint.
+
+- weights_codebook_distribution.png (sparse quantizers: svq, svq-raw), like the paper's Fig. 5:
+  histograms of the z-scored regression weights W over the whole split and of the codebook M,
+  with their excess kurtosis;
+- codebook_pca.png, like Fig. 1: the codebook projected on its first two principal components
+  (PCA, not the paper's t-SNE: deterministic and fast at K = 10000), codes coloured by how often they
+  are used, with a sample of the latent vectors the quantizer received on the same axes;
+- code_usage.png: use count of every code, sorted (a flat curve = an evenly used codebook).
+Figures go to RUN/analysis/ (with analysis.json, the numbers behind them).
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from svqbench.errors import UserError
+
+MAX_POINTS = 2000  # latent vectors drawn on the codebook embedding
+
+
+def find_finished_run(run: str | Path, results_dir: Path) -> Path:
+    from svqbench.experiment import find_run
+    path = find_run(run, results_dir)
+    if not (path / "best.pt").exists():
+        raise UserError(f"{path} has no best.pt; analyze a run that finished at least one epoch")
+    return path
+
+
+def load_run(run_dir: Path, *, data_dir: Path | None, device: torch.device):
+    from svqbench.config import resolve
+    from svqbench.data.prepared import open_prepared
+    from svqbench.train import build_model
+    cfg = resolve(cli=json.loads((run_dir / "config.json").read_text())["config"])
+    ds = open_prepared(cfg.dataset, data_dir)
+    model = build_model(cfg, ds)
+    model.load_state_dict(torch.load(run_dir / "best.pt", map_location=device, weights_only=True)["model"])
+    return cfg, ds, model.to(device).eval()
+
+
+@torch.no_grad()
+def sample_latents(model, batches, limit: int = MAX_POINTS) -> torch.Tensor:
+    """Up to `limit` quantizer input vectors (C,), evenly spread over the split's batches."""
+    from svqbench.quantizers.analysis import tokens_of
+    seen: list[torch.Tensor] = []
+    handle = model.quantizer.register_forward_pre_hook(lambda m, args: seen.append(tokens_of(args[0]).cpu()))
+    try:
+        for x in batches():
+            model(x)
+    finally:
+        handle.remove()
+    tokens = torch.cat(seen)
+    step = max(1, len(tokens) // limit)
+    return tokens[::step][:limit]
+
+
+def codebook_of(quantizer) -> torch.Tensor | None:
+    if hasattr(quantizer, "codebook_vectors"):
+        return quantizer.codebook_vectors()
+    codebook = getattr(quantizer, "codebook", None)
+    return None if codebook is None else codebook.detach()
+
+
+def pca_axes(points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and the first two principal directions (C, 2) of `points` (K, C)."""
+    mean = points.mean(0)
+    _, _, v = torch.linalg.svd(points - mean, full_matrices=False)
+    return mean, v[:2].t()
+
+
+def _save(fig, path: Path) -> None:
+    import matplotlib.pyplot as plt
+    tmp = path.with_name(path.name + ".tmp")
+    fig.tight_layout()
+    fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def _plot_distributions(usage: dict, path: Path) -> None:
+    import matplotlib.pyplot as plt
+    edges = np.asarray(usage["histogram_edges"])
+    centres, width = (edges[:-1] + edges[1:]) / 2, edges[1] - edges[0]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for ax, key, label, kurt in ((axes[0], "weight_histogram", "regression weights W", usage["weight_kurtosis"]),
+                                 (axes[1], "codebook_histogram", "codebook M", usage["codebook_kurtosis"])):
+        counts = np.asarray(usage[key], dtype=float)
+        density = counts / max(counts.sum() * width, 1e-300)
+        ax.fill_between(centres, density, step="mid", alpha=0.6)
+        used = np.flatnonzero(counts)
+        if len(used):
+            ax.set_xlim(edges[used[0]] - 0.5, edges[used[-1] + 1] + 0.5)
+        ax.set_yscale("log")
+        ax.set_xlabel("z-scored value (std units)")
+        ax.set_title(f"{label}: excess kurtosis {kurt:.2f}")
+    axes[0].set_ylabel("density")
+    _save(fig, path)
+
+
+def _plot_embedding(codebook: torch.Tensor, code_use: np.ndarray | None, latents: torch.Tensor | None,
+                    title: str, path: Path) -> None:
+    import matplotlib.pyplot as plt
+    mean, axes2 = pca_axes(codebook.float())
+    codes = ((codebook.float() - mean) @ axes2).numpy()
+    fig, ax = plt.subplots(figsize=(6, 5.4))
+    colour = None if code_use is None else np.log1p(code_use)
+    sc = ax.scatter(codes[:, 0], codes[:, 1], s=4, c=colour, cmap="viridis", alpha=0.7, label="codes")
+    if colour is not None:
+        fig.colorbar(sc, ax=ax, label="log(1 + uses)")
+    if latents is not None and latents.shape[1] == codebook.shape[1]:
+        pts = ((latents.float() - mean) @ axes2).numpy()
+        ax.scatter(pts[:, 0], pts[:, 1], s=3, c="tab:red", alpha=0.4, label="latent vectors")
+    ax.set_xlabel("PC 1 of the codebook")
+    ax.set_ylabel("PC 2 of the codebook")
+    ax.set_title(title)
+    ax.legend(loc="best", markerscale=3)
+    _save(fig, path)
+
+
+def _plot_usage(counts: np.ndarray, ylabel: str, path: Path) -> None:
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    ax.plot(np.arange(1, len(counts) + 1), np.sort(counts)[::-1])
+    ax.set_xlabel("code rank")
+    ax.set_ylabel(ylabel)
+    ax.set_yscale("symlog")
+    _save(fig, path)
+
+
+def analyze_run(run: str | Path, *, results_dir: Path = Path("results"), data_dir: Path | None = None,
+                split: str = "test", device: str = "cpu") -> tuple[Path, dict, list[Path]]:
+    """Write the figures of one run; returns (output folder, usage figures, figure paths)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    from svqbench.quantizers.analysis import split_batches, usage_kind, usage_on_split
+    from svqbench.results import write_json
+    dev = torch.device(device)
+    run_dir = find_finished_run(run, results_dir)
+    cfg, ds, model = load_run(run_dir, data_dir=data_dir, device=dev)
+    kind = usage_kind(model.quantizer)
+    if kind is None:
+        raise UserError(f"run {run_dir.name} uses quantizer {cfg.quantizer!r}, which has no codebook to analyze")
+    if split not in ("train", "val", "test"):
+        raise UserError(f"unknown split {split!r}; choose one of: train, val, test")
+    usage = usage_on_split(model, ds, cfg, split=split, device=dev, detail=True)
+    out = run_dir / "analysis"
+    out.mkdir(exist_ok=True)
+    figures = []
+    title = f"{cfg.quantizer}, K={usage['codebook_size']} ({split} split)"
+    if kind == "sparse":
+        figures.append(out / "weights_codebook_distribution.png")
+        _plot_distributions(usage, figures[-1])
+        code_use = np.asarray(usage["active_counts_theta2"], dtype=float)
+        ylabel = "active uses (|z| > 2)"
+    else:
+        code_use = np.asarray(usage["code_counts"], dtype=float).sum(0)
+        ylabel = "uses (all code streams)"
+    codebook = codebook_of(model.quantizer)
+    if codebook is not None:
+        latents = None
+        if getattr(model.quantizer, "codebook_in_latent_space", True):
+            latents = sample_latents(model, split_batches(ds, cfg, split=split, device=dev))
+        figures.append(out / "codebook_pca.png")
+        _plot_embedding(codebook.cpu(), code_use, latents, title, figures[-1])
+    figures.append(out / "code_usage.png")
+    _plot_usage(code_use, ylabel, figures[-1])
+    write_json(out / "analysis.json", {"run_id": run_dir.name, "split": split, **usage})
+    return out, usage, figures

@@ -1,0 +1,210 @@
+"""Figures (PNG, matplotlib Agg): forecast samples, learning curves, error vs lead time, noise curves.
+
+Every function takes what is on disk (run folders, a leaderboard) and writes one PNG atomically;
+matplotlib is imported inside the functions so `svqbench --help` stays fast.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from svqbench.errors import UserError
+
+
+def _pyplot():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _save(fig, path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    os.replace(tmp, path)
+    _pyplot().close(fig)
+    return path
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise UserError(f"cannot read {path} ({e}); is it a finished svqbench run folder?") from None
+
+
+def learning_curves(runs: dict[str, Path], path: Path) -> Path:
+    """Train and validation loss per epoch (from each run's log.csv), one line per run label."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    for (label, run_dir), color in zip(runs.items(), _colors(len(runs))):
+        log = pd.read_csv(Path(run_dir) / "log.csv")
+        for ax, column in zip(axes, ("train_loss", "val_loss")):
+            ax.plot(log["epoch"], log[column], color=color, label=label)
+    for ax, title in zip(axes, ("train loss", "validation loss")):
+        ax.set(title=title, xlabel="epoch", yscale="log")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("loss (normalised space)")
+    axes[1].legend(fontsize=7)
+    return _save(fig, path)
+
+
+def lead_time_errors(runs: dict[str, Path], path: Path, metric: str = "mae_per_pixel") -> Path:
+    """Test error per forecast step (metrics.json `<metric>_by_lead`), with the persistence forecast."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    persistence = None
+    for (label, run_dir), color in zip(runs.items(), _colors(len(runs))):
+        metrics = _read_json(Path(run_dir) / "metrics.json")
+        curve = metrics.get("test", {}).get(f"{metric}_by_lead")
+        if curve is None:
+            raise UserError(f"{run_dir}/metrics.json has no test {metric}_by_lead")
+        ax.plot(np.arange(1, len(curve) + 1), curve, marker="o", color=color, label=label)
+        persistence = persistence or metrics.get("persistence", {}).get(f"{metric}_by_lead")
+    if persistence:
+        ax.plot(np.arange(1, len(persistence) + 1), persistence, "k--", label="persistence")
+    ax.set(xlabel="lead time (forecast step)", ylabel=f"test {metric} (physical units)", title="error vs lead time")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def noise_table(board: pd.DataFrame) -> pd.DataFrame:
+    """Table 5 layout from leaderboard rows: per method and eta, mean/std of test MSE and MAE over
+    seeds and the increase (%) over the same method at eta = 0."""
+    if "noise" not in board.columns:
+        raise UserError("the leaderboard has no `noise` column; noise curves need runs with --noise")
+    from svqbench.results import split_methods
+    rows = []
+    # methods as compare names them, noise aside: e.g. `none`, `svq`, `none loss=l2`
+    for method, runs in split_methods(board.drop(columns=["noise"])).items():
+        for eta, g in board.loc[runs.index].groupby("noise", sort=True):
+            row: dict[str, Any] = dict(method=method, noise=float(eta), runs=len(g))
+            for m in ("mse", "mae"):
+                col = g[f"test_{m}"].astype(float)
+                row[f"{m}_mean"], row[f"{m}_std"] = col.mean(), (col.std(ddof=1) if len(col) > 1 else float("nan"))
+            rows.append(row)
+    table = pd.DataFrame(rows)
+    for m in ("mse", "mae"):
+        clean = table[table["noise"] == 0.0].set_index("method")[f"{m}_mean"]
+        table[f"{m}_increase_pct"] = [100.0 * (r[f"{m}_mean"] / clean[r["method"]] - 1) if r["method"] in clean
+                                      else float("nan") for _, r in table.iterrows()]
+    return table
+
+
+def noise_curves(board: pd.DataFrame, path: Path, title: str = "noise injection (Table 5)") -> Path:
+    """Test MSE/MAE vs the injected-noise fraction eta, one line per quantizer (mean +- std over
+    seeds), and the increase over eta = 0 below: the SVQ and no-SVQ curves side by side."""
+    table = noise_table(board)
+    plt = _pyplot()
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7), sharex=True)
+    methods = list(dict.fromkeys(table["method"]))
+    for method, color in zip(methods, _colors(len(methods))):
+        g = table[table["method"] == method]
+        label = method.replace("none", "no quantizer", 1) if method.startswith("none") else method
+        for j, m in enumerate(("mse", "mae")):
+            std = g[f"{m}_std"].fillna(0.0)
+            axes[0, j].errorbar(100 * g["noise"], g[f"{m}_mean"], yerr=std, marker="o", capsize=3, color=color,
+                                label=label)
+            axes[1, j].plot(100 * g["noise"], g[f"{m}_increase_pct"], marker="o", color=color, label=label)
+    for j, m in enumerate(("MSE", "MAE")):
+        axes[0, j].set(ylabel=f"test {m} (physical units)", title=f"test {m}")
+        axes[1, j].set(ylabel=f"{m} increase over eta = 0 (%)", xlabel="injected noise eta (% of input elements)")
+        for ax in axes[:, j]:
+            ax.grid(alpha=0.3)
+    axes[0, 0].legend()
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def forecast_sample(run_dir: Path, path: Path, *, data_dir: Path | None = None, index: int = 0,
+                    split: str = "test") -> Path:
+    """Truth, prediction and error of one window of `split`, per variable (rows) and lead time
+    (columns), in physical units, from the run's best checkpoint."""
+    import torch
+
+    from svqbench.config import resolve
+    from svqbench.data.prepared import open_prepared
+    from svqbench.train import build_model, read_batch, to_tensors
+    run_dir = Path(run_dir)
+    cfg = resolve(cli=_read_json(run_dir / "config.json")["config"])
+    ds = open_prepared(cfg.dataset, data_dir, auto_prepare=False)
+    n = len(ds.splits[split])
+    if not 0 <= index < n:
+        raise UserError(f"sample index {index} is outside the {split} split (0..{n - 1})")
+    model = build_model(cfg, ds)
+    model.load_state_dict(torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True)["model"])
+    model.eval()
+    batch = read_batch(ds, split, np.array([index]))
+    x, _, offset = to_tensors(ds, batch, cfg.norm, torch.device("cpu"))
+    with torch.no_grad():
+        pred, _ = model(x)
+    pred = ds.denormalise(pred.float().numpy(), offset.numpy())[0]  # (T, C, H, W)
+    true = np.asarray(batch.y[0], dtype=np.float64)
+    steps = list(range(pred.shape[0]))[:6]  # at most 6 lead times keep the figure readable
+    units = ds.meta.get("units") or [""] * len(ds.channels)
+    plt = _pyplot()
+    n_rows = 3 * len(ds.channels)
+    fig, axes = plt.subplots(n_rows, len(steps), figsize=(2.2 * len(steps), 1.9 * n_rows), squeeze=False)
+    for c, name in enumerate(ds.channels):
+        lo, hi = float(true[:, c].min()), float(true[:, c].max())
+        err = pred[:, c] - true[:, c]
+        bound = float(np.abs(err[steps]).max()) or 1.0
+        for j, t in enumerate(steps):
+            rows = ((true[t, c], "truth", "viridis", lo, hi), (pred[t, c], "prediction", "viridis", lo, hi),
+                    (err[t], "error", "RdBu_r", -bound, bound))
+            for r, (img, what, cmap, vmin, vmax) in enumerate(rows):
+                ax = axes[3 * c + r, j]
+                im = ax.imshow(img, cmap=cmap, vmin=vmin, vmax=vmax, origin="lower" if ds.lat is not None else "upper")
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if r == 0:
+                    ax.set_title(f"step {t + 1}", fontsize=8)
+                if j == 0:
+                    ax.set_ylabel(f"{name}\n{what}", fontsize=8)
+            fig.colorbar(im, ax=axes[3 * c + 2, len(steps) - 1], fraction=0.046, label=units[c] if c < len(units) else "")
+    fig.suptitle(f"{run_dir.name}: {split} window {index}", fontsize=9)
+    return _save(fig, path)
+
+
+def _colors(n: int) -> list:
+    plt = _pyplot()
+    cmap = plt.get_cmap("tab10")
+    return [cmap(i % 10) for i in range(max(n, 1))]
+
+
+def comparison_figures(board: pd.DataFrame, out_dir: Path, *, data_dir: Path | None = None) -> list[Path]:
+    """The figures `svqbench compare --plots DIR` writes, per (dataset, scale, backbone) group:
+    learning curves, error vs lead time, noise curves (when eta varies) and one forecast sample per
+    method (its lowest seed). Runs whose folder is missing are left out of the run-based figures."""
+    import re
+
+    from svqbench.results import GROUP, split_methods
+    out_dir = Path(out_dir)
+    written: list[Path] = []
+    for keys, group in board.groupby(GROUP, sort=True):
+        stem = "-".join(str(k) for k in keys)
+        runs = {}
+        for method, g in split_methods(group).items():
+            if "run_dir" not in g.columns:
+                continue
+            run_dir = Path(g.sort_values("seed")["run_dir"].iloc[0])
+            if (run_dir / "metrics.json").is_file() and (run_dir / "log.csv").is_file():
+                runs[method] = run_dir
+        if runs:
+            written.append(learning_curves(runs, out_dir / f"{stem}-learning-curves.png"))
+            written.append(lead_time_errors(runs, out_dir / f"{stem}-lead-time.png"))
+        if "noise" in group.columns and group["noise"].nunique() > 1:
+            written.append(noise_curves(group, out_dir / f"{stem}-noise.png", title=f"noise injection: {stem}"))
+        for method, run_dir in runs.items():
+            if (run_dir / "best.pt").is_file():
+                slug = re.sub(r"[^A-Za-z0-9.=-]+", "_", method)
+                written.append(forecast_sample(run_dir, out_dir / f"{stem}-sample-{slug}.png", data_dir=data_dir))
+    return written

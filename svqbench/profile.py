@@ -1,0 +1,200 @@
+"""What a model costs: parameters, codebook buffers, MACs/FLOPs, step times, peak memory.
+
+MACs and FLOPs come from torch's own flop counter (torch.utils.flop_counter, attention included)
+run on a copy of the model on the `meta` device, so counting is shape-only, instant at any size and
+the same on every device. They are per sample for one full forecast (all roll-out passes); the
+published figures (OpenSTL, fvcore) are per pass, so `macs_per_pass_g` is the column to compare
+with them. fvcore also counts norm layers: torch's counter reads 0.3-0.8% lower.
+"""
+from __future__ import annotations
+
+import csv
+import itertools
+import os
+import statistics
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from svqbench.config import RunConfig
+from svqbench.errors import UserError
+
+
+@dataclass(frozen=True)
+class ForecastShape:
+    in_len: int
+    out_len: int
+    channels: int
+    height: int
+    width: int
+
+
+# The shapes of the paper's datasets (REFERENCE.md), so `svqbench profile` works before `prepare`.
+DATASET_SHAPES: dict[str, ForecastShape] = {
+    "weatherbench-s-t2m": ForecastShape(12, 12, 1, 32, 64),
+    "weatherbench-s-r": ForecastShape(12, 12, 1, 32, 64),
+    "weatherbench-s-uv10": ForecastShape(12, 12, 2, 32, 64),
+    "weatherbench-s-tcc": ForecastShape(12, 12, 1, 32, 64),
+    "weatherbench-m": ForecastShape(4, 4, 12, 32, 64),
+    "taxibj": ForecastShape(4, 4, 2, 32, 32),
+    "kth": ForecastShape(10, 20, 1, 128, 128),
+    "kitticaltech": ForecastShape(10, 1, 3, 128, 160),
+    "human36m": ForecastShape(4, 4, 3, 256, 256),
+    "embedded": ForecastShape(10, 5, 1, 37, 49),
+    "embedded-e1": ForecastShape(10, 5, 1, 37, 49),
+}
+
+
+def dataset_shape(name: str, data_dir: str | os.PathLike | None = None) -> ForecastShape:
+    """The paper shape of a known dataset, else the shape of a prepared (e.g. netcdf) dataset."""
+    if name in DATASET_SHAPES:
+        return DATASET_SHAPES[name]
+    from svqbench.data.prepared import open_prepared
+    ds = open_prepared(name, data_dir, auto_prepare=False)
+    h, w = ds.grid
+    return ForecastShape(ds.in_len, ds.out_len, len(ds.channels), h, w)
+
+
+def build_model(cfg: RunConfig, shape: ForecastShape, **overrides: Any):
+    from svqbench.models.simvp import SimVP
+    return SimVP(in_len=shape.in_len, out_len=shape.out_len, channels=shape.channels, height=shape.height,
+                 width=shape.width, hid_s=cfg.hid_s, hid_t=cfg.hid_t, n_s=cfg.n_s, n_t=cfg.n_t,
+                 backbone=cfg.backbone, mlp_ratio=cfg.mlp_ratio, drop_path=cfg.drop_path,
+                 quantizer=cfg.quantizer, quantizer_kwargs=cfg.quantizer_kwargs(), placement=cfg.placement,
+                 **overrides)
+
+
+def count_sizes(model: torch.nn.Module) -> dict[str, int]:
+    """Trainable and frozen parameters, and the quantizer's buffers (e.g. EMA codebooks)."""
+    quantizer = getattr(model, "quantizer", None)
+    return {"params_trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
+            "params_frozen": sum(p.numel() for p in model.parameters() if not p.requires_grad),
+            "codebook_buffers": sum(b.numel() for b in quantizer.buffers()) if quantizer is not None else 0}
+
+
+def count_macs(cfg: RunConfig, shape: ForecastShape) -> float:
+    """Multiply-accumulates of one forecast of one sample (eval mode), counted on the meta device."""
+    from torch.utils.flop_counter import FlopCounterMode
+    with torch.device("meta"):
+        model = build_model(cfg, shape).eval()
+        x = torch.empty(1, shape.in_len, shape.channels, shape.height, shape.width)
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            model(x)
+    return counter.get_total_flops() / 2
+
+
+def _peak_memory_bytes(device: torch.device, step) -> int:
+    """Peak memory allocated while `step()` runs, above what was allocated when it started."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        start = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        step()
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device) - start
+    # CPU: the profiler's allocation record, each op's net allocation taken at its start time
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        step()
+    events = sorted(prof.events(), key=lambda e: e.time_range.start)
+    return max(itertools.accumulate((e.self_cpu_memory_usage for e in events), initial=0))
+
+
+def _median_seconds(fn, steps: int, device: torch.device) -> float:
+    times = []
+    for _ in range(steps):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def measure(cfg: RunConfig, shape: ForecastShape, *, device: str = "cpu", batch_size: int | None = None,
+            steps: int = 3) -> dict[str, Any]:
+    """One profile row for `cfg` (its quantizer with its own `svq_impl`)."""
+    import torch.nn.functional as F
+    if steps < 1:
+        raise UserError(f"steps must be >= 1, got {steps}")
+    dev = torch.device(device)
+    batch = batch_size or cfg.batch_size
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg, shape).to(dev)
+    sizes = count_sizes(model)
+    macs = count_macs(cfg, shape)
+    x = torch.randn(batch, shape.in_len, shape.channels, shape.height, shape.width, device=dev)
+    y = torch.randn(batch, shape.out_len, shape.channels, shape.height, shape.width, device=dev)
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-6)
+
+    def train_step():
+        pred, aux = model(x)
+        loss = F.l1_loss(pred, y) + aux + model.regularizer(pred, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    @torch.no_grad()
+    def forward():
+        model(x)
+
+    model.train()
+    train_step()  # warm-up; creates Adam's state, so the peak below is one ordinary step
+    peak = _peak_memory_bytes(dev, train_step)
+    train_s = _median_seconds(train_step, steps, dev)
+    model.eval()
+    forward()
+    forward_s = _median_seconds(forward, steps, dev)
+    weights = sum(t.numel() * t.element_size() for t in itertools.chain(model.parameters(), model.buffers()))
+    return {
+        "dataset": cfg.dataset, "scale": cfg.scale, "backbone": cfg.backbone, "quantizer": cfg.quantizer,
+        "svq_impl": cfg.svq_impl if cfg.quantizer == "svq" else "",
+        "codebook_size": cfg.codebook_size if cfg.quantizer != "none" else "",
+        "shape": f"{shape.in_len}->{shape.out_len} x {shape.channels}x{shape.height}x{shape.width}",
+        "hid_s/hid_t/n_t/n_s": f"{cfg.hid_s}/{cfg.hid_t}/{cfg.n_t}/{cfg.n_s}",
+        **sizes,
+        "params_m": round((sizes["params_trainable"] + sizes["params_frozen"]) / 1e6, 4),
+        "passes": model.passes,
+        "macs_per_pass_g": round(macs / model.passes / 1e9, 4),
+        "macs_g": round(macs / 1e9, 4), "flops_g": round(2 * macs / 1e9, 4),
+        "device": device, "threads": torch.get_num_threads(), "batch_size": batch, "steps": steps,
+        "forward_ms": round(forward_s * 1e3, 2), "train_step_ms": round(train_s * 1e3, 2),
+        "train_samples_per_s": round(batch / train_s, 2), "forward_samples_per_s": round(batch / forward_s, 2),
+        "weights_mb": round(weights / 2**20, 2), "peak_step_memory_mb": round(peak / 2**20, 2),
+        "torch": torch.__version__,
+    }
+
+
+def profile_rows(cfg: RunConfig, shape: ForecastShape, **kwargs: Any) -> list[dict[str, Any]]:
+    """The chosen configuration; for SVQ also the other path (factorized default vs the paper's
+    dense N x K formulation), so the paper's cost claim and ours stand side by side."""
+    rows = [measure(cfg, shape, **kwargs)]
+    if cfg.quantizer == "svq":
+        other = "dense" if cfg.svq_impl == "factorized" else "factorized"
+        rows.append(measure(replace(cfg, svq_impl=other), shape, **kwargs))
+    return rows
+
+
+def append_rows(path: Path, rows: list[dict[str, Any]]) -> Path:
+    """Append rows to a CSV atomically (temp file + rename, under a lock); new columns are added."""
+    from svqbench.results import locked
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with locked(path):
+        old: list[dict[str, Any]] = []
+        if path.exists():
+            with open(path, newline="") as f:
+                old = list(csv.DictReader(f))
+        columns = list(dict.fromkeys(itertools.chain.from_iterable(r.keys() for r in old + rows)))
+        tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(old + rows)
+        os.replace(tmp, path)
+    return path

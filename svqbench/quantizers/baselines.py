@@ -1,0 +1,161 @@
+"""The paper's VQ baselines (Table 4, Table 11) through vector-quantize-pytorch, pinned.
+
+Each works on tokens: the latent (N, C, H, W) is fed as (N, H*W, C), exactly as the reference code
+did, and comes back as QuantOut(z_q, aux_loss, stats). Settings follow Table 11 (shared codebooks
+for the residual and multi-head variants); `codebook_size` overrides K (Table 13 uses 1024).
+
+Guards against the library's behaviour changes since the paper (which used a late-2023 release):
+- auxiliary losses changed shape across versions (scalar, per quantizer, per group): always `.sum()`;
+- since ~1.18 the default gradient path is the rotation trick: we ask for the straight-through
+  estimator the paper trained with (`rotation_trick=False`);
+- LFQ's default commitment weight went from 0.25 to 0: we pass 0.25 explicitly;
+- the version itself is checked against `PINNED_VERSION` when a baseline is built.
+EMA codebooks are buffers, not parameters: the optimiser never sees them; they move in train().
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from svqbench.errors import UserError
+from svqbench.quantizers import QuantOut
+
+PINNED_VERSION = "1.32.0"
+FSQ_LEVELS = (8, 5, 5, 3)
+LFQ_COMMITMENT_WEIGHT = 0.25  # the library's default when the paper was written (0 since)
+
+
+@dataclass(frozen=True)
+class Method:
+    title: str                  # the paper's name for it
+    codebook_size: int | None   # Table 11 default (None: fixed by the FSQ levels)
+    kwargs: dict = field(default_factory=dict)
+
+
+METHODS: dict[str, Method] = {
+    "vq": Method("VQ", 512, dict(decay=0.8, commitment_weight=1.0)),
+    "rvq": Method("Residual VQ", 1024, dict(num_quantizers=8, shared_codebook=True)),
+    "grvq": Method("Grouped Residual VQ", 1024, dict(num_quantizers=8, groups=2, shared_codebook=True)),
+    "mhvq": Method("Multi-headed VQ", 1024, dict(heads=8, separate_codebook_per_head=False)),
+    "rvq-stochastic": Method("Residual VQ (Stochastic)", 1024,
+                             dict(num_quantizers=8, shared_codebook=True, stochastic_sample_codes=True,
+                                  sample_codebook_temp=0.1)),
+    "rfsq": Method("Residual FSQ", None, dict(levels=list(FSQ_LEVELS), num_quantizers=8)),
+    "lfq": Method("LFQ", 8192, dict(entropy_loss_weight=0.1, diversity_gamma=1.0,
+                                   commitment_loss_weight=LFQ_COMMITMENT_WEIGHT)),
+    "rlfq": Method("Residual LFQ", 256, dict(num_quantizers=8, commitment_loss_weight=LFQ_COMMITMENT_WEIGHT)),
+}
+FSQ_CODEBOOK_SIZE = math.prod(FSQ_LEVELS)
+
+
+def default_codebook_size(name: str) -> int:
+    method = METHODS[name]
+    return FSQ_CODEBOOK_SIZE if method.codebook_size is None else method.codebook_size
+
+
+def check_codebook_size(method: str, codebook_size: int) -> None:
+    """The sizes a method can take (checked when the config is resolved and when it is built)."""
+    if method == "rfsq" and codebook_size != FSQ_CODEBOOK_SIZE:
+        raise UserError(f"rfsq's codebook size is fixed by its levels {list(FSQ_LEVELS)} "
+                        f"({FSQ_CODEBOOK_SIZE} codes per quantizer), got {codebook_size}; drop --codebook-size")
+    if codebook_size < 2:
+        raise UserError(f"codebook size must be >= 2, got {codebook_size}")
+    if method in ("lfq", "rlfq") and not math.log2(codebook_size).is_integer():
+        raise UserError(f"{method} needs a power-of-2 codebook size, got {codebook_size}; "
+                        f"try {2 ** round(math.log2(codebook_size))}")
+
+
+def check_library_version() -> None:
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        found = version("vector-quantize-pytorch")
+    except PackageNotFoundError:
+        raise UserError(f"the VQ baselines need vector-quantize-pytorch; "
+                        f"pip install vector-quantize-pytorch=={PINNED_VERSION}") from None
+    if found != PINNED_VERSION:
+        raise UserError(f"vector-quantize-pytorch {found} is installed but the baselines are pinned to "
+                        f"{PINNED_VERSION} (loss shapes, gradient path and defaults change between releases); "
+                        f"pip install vector-quantize-pytorch=={PINNED_VERSION}")
+
+
+def _build(name: str, dim: int, codebook_size: int) -> nn.Module:
+    import vector_quantize_pytorch as vqp
+    kw = dict(METHODS[name].kwargs)
+    if name in ("vq", "rvq", "grvq", "mhvq", "rvq-stochastic"):
+        kw.update(codebook_size=codebook_size, rotation_trick=False)
+    if name == "vq" or name == "mhvq":
+        return vqp.VectorQuantize(dim=dim, **kw)
+    if name in ("rvq", "rvq-stochastic"):
+        return vqp.ResidualVQ(dim=dim, **kw)
+    if name == "grvq":
+        if dim % kw["groups"]:
+            raise UserError(f"grvq splits the latent into {kw['groups']} groups; hid-s {dim} is not divisible")
+        return vqp.GroupedResidualVQ(dim=dim, **kw)
+    if name == "rfsq":
+        return vqp.ResidualFSQ(dim=dim, **kw)
+    if name == "lfq":
+        return vqp.LFQ(dim=dim, codebook_size=codebook_size, **kw)
+    return vqp.ResidualLFQ(dim=dim, codebook_size=codebook_size, **kw)
+
+
+class LibraryQuantizer(nn.Module):
+    """One vector-quantize-pytorch method behind the QuantOut interface."""
+
+    def __init__(self, *, dim: int, method: str, codebook_size: int | None = None):
+        super().__init__()
+        if method not in METHODS:
+            raise UserError(f"unknown VQ baseline {method!r}; choose one of: {', '.join(METHODS)}")
+        codebook_size = codebook_size or default_codebook_size(method)
+        check_codebook_size(method, codebook_size)
+        check_library_version()
+        self.method, self.codebook_size = method, codebook_size
+        self.vq = _build(method, dim, codebook_size)
+
+    def describe(self) -> dict:
+        return {"method": METHODS[self.method].title, "codebook_size": self.codebook_size,
+                "library": f"vector-quantize-pytorch {PINNED_VERSION}", **METHODS[self.method].kwargs}
+
+    def _quantize(self, z: torch.Tensor):
+        n, c, h, w = z.shape
+        out = self.vq(z.permute(0, 2, 3, 1).reshape(n, h * w, c))
+        quantized, indices = out[0], out[1]
+        aux = out[2].sum() if len(out) > 2 else z.new_zeros(())  # shapes differ by method and version
+        return quantized.reshape(n, h, w, c).permute(0, 3, 1, 2), indices, aux
+
+    def forward(self, z: torch.Tensor) -> QuantOut:
+        z_q, _, aux = self._quantize(z)
+        return QuantOut(z_q, aux.to(z.dtype), {})
+
+    @torch.no_grad()
+    def code_indices(self, z: torch.Tensor) -> torch.Tensor:
+        """Code index of every token in every code stream (layer, head, group): (N*H*W, streams)."""
+        _, indices, _ = self._quantize(z)
+        if self.method == "grvq":  # (groups, n, hw, layers) -> (n, hw, groups, layers)
+            indices = indices.permute(1, 2, 0, 3)
+        n, _, h, w = z.shape
+        return indices.reshape(n * h * w, -1).long()
+
+    @property
+    def codebook_in_latent_space(self) -> bool:
+        """False where codes live after a projection (multi-head) or split (groups)."""
+        return self.method in ("vq", "rvq", "rvq-stochastic")
+
+    def codebook_vectors(self) -> torch.Tensor | None:
+        """The learned codebook (K, d) where one exists in a single space; None for implicit codebooks."""
+        if self.method in ("vq", "mhvq"):
+            return self.vq.codebook.detach()
+        if self.method in ("rvq", "rvq-stochastic"):
+            return self.vq.codebooks[0].detach()  # shared by all layers
+        return None
+
+
+def baseline(method: str):
+    def build(*, dim: int, codebook_size: int | None = None) -> LibraryQuantizer:
+        return LibraryQuantizer(dim=dim, method=method, codebook_size=codebook_size)
+    return build
+
+
+vq, rvq, grvq, mhvq, rvq_stochastic, rfsq, lfq, rlfq = (baseline(m) for m in METHODS)
