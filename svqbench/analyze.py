@@ -96,7 +96,7 @@ def _plot_distributions(usage: dict, path: Path) -> None:
             ax.set_xlim(edges[used[0]] - 0.5, edges[used[-1] + 1] + 0.5)
         ax.set_yscale("log")
         ax.set_xlabel("z-scored value (std units)")
-        ax.set_title(f"{label}: excess kurtosis {kurt:.2f}")
+        ax.set_title(f"{label}: excess kurtosis " + ("n/a" if kurt is None else f"{kurt:.2f}"))
     axes[0].set_ylabel("density")
     _save(fig, path)
 

@@ -325,16 +325,20 @@ def sweep(
             console.print(f"{job.run_id:60s} {state}", markup=False, highlight=False)
         console.print(f"{len(jobs)} runs, {sum(j.run_id in done for j in jobs)} done -> {directory}")
         return
-    report = run_sweep(loaded, scale, results_dir=results_dir, seeds=seeds, cells=cells, data_dir=data_dir,
-                       device=device, reporter_factory=lambda: RichReporter(quiet),
-                       log=lambda m: console.print(m, markup=False, highlight=False, soft_wrap=True))
+    try:
+        report = run_sweep(loaded, scale, results_dir=results_dir, seeds=seeds, cells=cells, data_dir=data_dir,
+                           device=device, reporter_factory=lambda: RichReporter(quiet),
+                           log=lambda m: console.print(m, markup=False, highlight=False, soft_wrap=True))
+    except KeyboardInterrupt:
+        err_console.print("interrupted: finished cells are kept; run the same sweep again to resume",
+                          markup=False, highlight=False)
+        raise typer.Exit(130) from None
     console.print(f"{loaded.name} ({scale}): ran {len(report.ran)}, already done {len(report.done_before)}, "
                   f"running elsewhere {len(report.busy)}, failed {len(report.failed)} -> {report.directory}")
     for run_id, message in report.failed.items():
         err_console.print(f"failed: {run_id}: {message}", markup=False, highlight=False)
     if report.failed:
         raise typer.Exit(1)
-
 
 
 @app.command()

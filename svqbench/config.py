@@ -124,7 +124,7 @@ PRESETS.update({
     "kitticaltech": _preset(_PAPER_BASE | _VIDEO | dict(backbone="gsta", lr=1.25e-3, drop_path=0.2,
                                                         schedule="onecycle"), n_s=4),
     "human36m": _preset(_PAPER_BASE | _VIDEO | dict(backbone="gsta", hid_t=512, n_s=4, codebook_size=10000, lr=2.5e-4,
-                                                    warmup_epochs=0, epochs=50), n_s=4),
+                                                    warmup_epochs=0, epochs=50), n_s=6),  # 256 px -> 32
 })
 
 

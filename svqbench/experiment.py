@@ -49,7 +49,11 @@ def run_experiment(cfg: RunConfig, *, results_dir: Path, data_dir: Path | None =
 
 def _run(cfg: RunConfig, *, results_dir: Path, data_dir, run_id, device: str, reporter, options: TrainOptions,
          dist: DistContext) -> dict:
-    ds = open_prepared(cfg.dataset, data_dir, auto_prepare=dist.is_main)
+    # rank 0 prepares a missing dataset; the others wait for it (on several nodes each node needs it)
+    ds = open_prepared(cfg.dataset, data_dir) if dist.is_main else None
+    dist.barrier()
+    if ds is None:
+        ds = open_prepared(cfg.dataset, data_dir, auto_prepare=False)
     run_id = dist.broadcast(run_id or default_run_id(cfg))
     if options.resume:
         run_dir = results_dir / run_id

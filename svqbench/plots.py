@@ -174,6 +174,14 @@ def forecast_sample(run_dir: Path, path: Path, *, data_dir: Path | None = None, 
     return _save(fig, path)
 
 
+def _write_csv(table: pd.DataFrame, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.csv")
+    table.to_csv(tmp, index=False, float_format="%.6g")
+    os.replace(tmp, path)
+    return path
+
+
 def _colors(n: int) -> list:
     plt = _pyplot()
     cmap = plt.get_cmap("tab10")
@@ -182,8 +190,9 @@ def _colors(n: int) -> list:
 
 def comparison_figures(board: pd.DataFrame, out_dir: Path, *, data_dir: Path | None = None) -> list[Path]:
     """The figures `svqbench compare --plots DIR` writes, per (dataset, scale, backbone) group:
-    learning curves, error vs lead time, noise curves (when eta varies) and one forecast sample per
-    method (its lowest seed). Runs whose folder is missing are left out of the run-based figures."""
+    learning curves, error vs lead time, noise curves and their table (CSV, Table 5 layout) when eta
+    varies, and one forecast sample per method (its lowest seed). Runs whose folder is missing are
+    left out of the run-based figures."""
     import re
 
     from svqbench.results import GROUP, split_methods
@@ -203,6 +212,7 @@ def comparison_figures(board: pd.DataFrame, out_dir: Path, *, data_dir: Path | N
             written.append(lead_time_errors(runs, out_dir / f"{stem}-lead-time.png"))
         if "noise" in group.columns and group["noise"].nunique() > 1:
             written.append(noise_curves(group, out_dir / f"{stem}-noise.png", title=f"noise injection: {stem}"))
+            written.append(_write_csv(noise_table(group), out_dir / f"{stem}-noise.csv"))
         for method, run_dir in runs.items():
             if (run_dir / "best.pt").is_file():
                 slug = re.sub(r"[^A-Za-z0-9.=-]+", "_", method)

@@ -76,14 +76,28 @@ def count_sizes(model: torch.nn.Module) -> dict[str, int]:
 
 
 def count_macs(cfg: RunConfig, shape: ForecastShape) -> float:
-    """Multiply-accumulates of one forecast of one sample (eval mode), counted on the meta device."""
-    from torch.utils.flop_counter import FlopCounterMode
-    with torch.device("meta"):
-        model = build_model(cfg, shape).eval()
-        x = torch.empty(1, shape.in_len, shape.channels, shape.height, shape.width)
-        with FlopCounterMode(display=False) as counter, torch.no_grad():
-            model(x)
-    return counter.get_total_flops() / 2
+    """Multiply-accumulates of one forecast of one sample (eval mode). Counted on the meta device
+    (no compute); a model that cannot run there (the vector-quantize-pytorch baselines call .item())
+    is counted on the CPU instead, where torch's counter needs to be told about CPU attention."""
+    from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
+
+    def cpu_attention(query, key, value, *args, out_shape=None, **kwargs) -> int:
+        return sdpa_flop_count(query, key, value)
+
+    mapping = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: cpu_attention}
+    for device in ("meta", "cpu"):
+        try:
+            with torch.device(device):
+                torch.manual_seed(cfg.seed)
+                model = build_model(cfg, shape).eval()
+                x = torch.randn(1, shape.in_len, shape.channels, shape.height, shape.width)
+                with FlopCounterMode(display=False, custom_mapping=mapping) as counter, torch.no_grad():
+                    model(x)
+            return counter.get_total_flops() / 2
+        except (RuntimeError, NotImplementedError):
+            if device == "cpu":
+                raise
+    raise AssertionError("unreachable")
 
 
 def _peak_memory_bytes(device: torch.device, step) -> int:
@@ -95,12 +109,18 @@ def _peak_memory_bytes(device: torch.device, step) -> int:
         step()
         torch.cuda.synchronize(device)
         return torch.cuda.max_memory_allocated(device) - start
-    # CPU: the profiler's allocation record, each op's net allocation taken at its start time
+    # CPU: replay every allocation and free that torch.profiler recorded, in time order
+    from torch._C._profiler import _EventType
     from torch.profiler import ProfilerActivity, profile
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         step()
-    events = sorted(prof.events(), key=lambda e: e.time_range.start)
-    return max(itertools.accumulate((e.self_cpu_memory_usage for e in events), initial=0))
+    changes, stack = [], list(prof.profiler.kineto_results.experimental_event_tree())
+    while stack:
+        node = stack.pop()
+        if node.tag == _EventType.Allocation:
+            changes.append((node.start_time_ns, node.extra_fields.alloc_size))  # negative: a free
+        stack.extend(node.children)
+    return max(itertools.accumulate((size for _, size in sorted(changes)), initial=0))
 
 
 def _median_seconds(fn, steps: int, device: torch.device) -> float:

@@ -25,7 +25,7 @@ REFERENCE_ROWS = ("persistence", "climatology")
 
 
 def write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")  # per process: concurrent writers never share it
     tmp.write_text(json.dumps(obj, indent=1, default=str))
     os.replace(tmp, path)
 

@@ -304,6 +304,12 @@ class Reporter:
         print(message, file=sys.stderr)
 
 
+class QuietReporter(Reporter):
+    """Ranks other than 0 report nothing."""
+
+    def note(self, message: str) -> None: ...
+
+
 @dataclass
 class LoopState:
     """Where the loop is: everything besides module/optimiser state that a resume needs."""
@@ -339,7 +345,7 @@ def train(cfg: RunConfig, ds: PreparedDataset, model: SimVP, run_dir: Path, *, d
           reporter: Reporter | None = None, options: TrainOptions | None = None,
           dist: DistContext = SINGLE) -> TrainResult:
     options = options or TrainOptions()
-    reporter = (reporter if dist.is_main else None) or Reporter()
+    reporter = (reporter or Reporter()) if dist.is_main else QuietReporter()
     run_dir = Path(run_dir)
     model.to(device)
     if options.channels_last:
@@ -365,7 +371,8 @@ def train(cfg: RunConfig, ds: PreparedDataset, model: SimVP, run_dir: Path, *, d
             model.load_state_dict(ckpt["model"])
             opt.load_state_dict(ckpt["optimizer"])
             sched.load_state_dict(ckpt["scheduler"])
-            scaler.load_state_dict(ckpt["scaler"])
+            if ckpt["scaler"]:  # empty when saved by a run without fp16 (precision may change on resume)
+                scaler.load_state_dict(ckpt["scaler"])
             rng.bit_generator.state = ckpt["rng"]["numpy"]
             noise_gen.set_state(ckpt["rng"]["noise"])
             ranks = ckpt["rng"]["ranks"]

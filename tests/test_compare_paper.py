@@ -199,6 +199,14 @@ def test_noise_table_and_curves(tmp_path):
     assert table.loc[("svq", 0.0), "mse_increase_pct"] == 0.0 and table.loc[("svq", 0.0), "runs"] == 2
     path = noise_curves(b, tmp_path / "noise.png")
     assert path.read_bytes()[:4] == b"\x89PNG"
+    # compare --plots: runs without a folder give only the noise figure and its table
+    from svqbench.plots import comparison_figures
+    written = comparison_figures(b, tmp_path / "figs")
+    stem = "weatherbench-s-t2m-paper-gsta"
+    assert [p.name for p in written] == [f"{stem}-noise.png", f"{stem}-noise.csv"]
+    saved = pd.read_csv(written[1])
+    assert list(saved["method"]) == ["none"] * 3 + ["svq"] * 3
+    assert saved["mse_increase_pct"].round(3).tolist() == table.reset_index()["mse_increase_pct"].round(3).tolist()
 
 
 def test_compare_cli_shows_paper_columns(tmp_path):

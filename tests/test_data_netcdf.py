@@ -66,6 +66,7 @@ def test_netcdf_default_fractions_time_range_and_two_channels(user_file, tmp_pat
     (dict(var=["sst"], years="2000,2001,2004"), "test year 2004 is missing"),
     (dict(var=["sst"], time="2001-99:"), "bad --time '2001-99:'"),
     (dict(var=["sst"], output_name="kth"), "--name 'kth' is a built-in dataset"),
+    (dict(var=["sst"], output_name="../escape"), "bad --name '../escape': use letters, digits"),
 ])
 def test_netcdf_bad_options_are_named(user_file, tmp_path, kwargs, message):
     with pytest.raises(UserError, match=message):

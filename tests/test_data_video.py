@@ -38,6 +38,7 @@ def kth_root(tmp_path_factory) -> Path:
     kth_video(root, "boxing", 1, range(1, 41))             # 40 frames, stride 30: one window
     kth_video(root, "jogging", 1, range(1, 41))            # stride 3: starts 0, 3, 6, 9
     kth_video(root, "walking", 2, [*range(1, 36), *range(51, 86)])  # a gap: two clips of 35, one window each
+    kth_video(root, "handwaving", 3, range(1, 11))         # shorter than a window: not stored
     kth_video(root, "boxing", 16, range(1, 31))            # validation person
     kth_video(root, "running", 17, range(1, 34))           # test person, stride 3: starts 0, 3
     return root

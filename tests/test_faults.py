@@ -74,9 +74,11 @@ class FailAt(torch.nn.Module):
         super().__init__()
         self.inner, self.at_call, self.kind, self.calls = inner, at_call, kind, 0
 
-    @property
-    def quantizer(self):
-        return self.inner.quantizer
+    def __getattr__(self, name):  # everything else (quantizer, regularizer, ...) is the wrapped model's
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self.inner, name)
 
     def forward(self, x):
         pred, aux = self.inner(x)

@@ -75,13 +75,13 @@ def test_one_layer_bucket_and_frozen_projection_shapes():
 def test_codebook_inits_follow_the_reference_code():
     torch.manual_seed(0)
     k, c = 20000, 32
-    kaiming = build_quantizer("svq", dim=c, codebook_size=k, init="kaiming_uniform").codebook
+    kaiming = build_quantizer("svq", dim=c, codebook_size=k, init="kaiming_uniform").codebook.detach()
     assert math.isclose(float(kaiming.abs().max()), math.sqrt(6 / c), rel_tol=1e-3)  # a = 0, fan_in = C
-    xavier = build_quantizer("svq", dim=c, codebook_size=k, init="xavier").codebook
+    xavier = build_quantizer("svq", dim=c, codebook_size=k, init="xavier").codebook.detach()
     assert math.isclose(float(xavier.abs().max()), math.sqrt(2) * math.sqrt(6 / (k + c)), rel_tol=1e-3)
-    trunc = build_quantizer("svq", dim=c, codebook_size=k, init="trunc_normal").codebook
+    trunc = build_quantizer("svq", dim=c, codebook_size=k, init="trunc_normal").codebook.detach()
     assert float(trunc.abs().max()) <= 2.0 and 0.85 < float(trunc.std()) < 0.91  # std 1 cut at +-2: 0.88
-    sparse = build_quantizer("svq", dim=c, codebook_size=k, init="sparse").codebook
+    sparse = build_quantizer("svq", dim=c, codebook_size=k, init="sparse").codebook.detach()
     assert math.isclose(float((sparse == 0).float().mean()), 0.9, abs_tol=1e-3)
 
 

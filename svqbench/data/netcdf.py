@@ -75,6 +75,8 @@ def prepare(dest: Path, *, from_paths: list[Path] | None = None, var: list[str] 
     if not path.exists():
         raise UserError(f"--from {path}: no such file or store")
     name = output_name or "netcdf-" + "-".join(var)
+    if not all(c.isalnum() or c in "._-" for c in name) or name[:1] in ("", ".", "-"):
+        raise UserError(f"bad --name {name!r}: use letters, digits, '.', '_' and '-' (not first)")
     if name in _reserved():
         raise UserError(f"--name {name!r} is a built-in dataset; choose another name")
     dest = dest.parent / name
@@ -102,7 +104,10 @@ def prepare(dest: Path, *, from_paths: list[Path] | None = None, var: list[str] 
                 da = da.isel({lev: int(np.argmax(np.isclose(values.astype(float), level)))})
             da = da.rename({t: "time", y: "lat", x: "lon"}).transpose("time", "lat", "lon")
             if start or end:
-                da = da.sel(time=slice(start, end))
+                try:
+                    da = da.sel(time=slice(start, end))
+                except (KeyError, ValueError, TypeError) as e:
+                    raise UserError(f"{path}: cannot cut --time {time!r} ({e}); is the time axis sorted?") from None
             arrays.append(da)
             channels.append(f"{v}{level:g}" if others else v)
             units.append(str(da.attrs.get("units", "")))

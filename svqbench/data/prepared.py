@@ -9,9 +9,10 @@ A prepared dataset is a folder a user can open without svqbench:
                     split descriptions, train-only normalisation stats, source checksums
 A window starting at s is frames[s : s + in_len] -> frames[s + in_len : s + in_len + out_len].
 
-Sources write through `PreparedWriter`, which fills a memory-mapped frames.npy in a temp folder
-chunk by chunk (memory stays bounded), computes the statistics from the train windows only, and
-swaps the folder in with a rename, so a failed conversion leaves any earlier dataset untouched.
+Sources write through `PreparedWriter`, which fills frames.npy in a temp folder block by block
+with positional writes (memory stays bounded), computes the statistics from the train windows
+only, and swaps the folder in with a rename, so a failed conversion leaves any earlier dataset
+untouched.
 """
 from __future__ import annotations
 
@@ -54,12 +55,20 @@ class PreparedWriter:
             raise ValueError("uint8 frames need frame_scale; float32 frames must not have one")
         self.dest = Path(dest)
         self.frame_scale = frame_scale
+        self.dtype = np.dtype(dtype)
+        self.shape = (int(n_frames), int(channels), *map(int, grid))
+        self.frame_bytes = int(np.prod(self.shape[1:])) * self.dtype.itemsize
         self.dest.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = self.dest.with_name(f".{self.dest.name}.tmp-{os.getpid()}")
         shutil.rmtree(self.tmp, ignore_errors=True)
         self.tmp.mkdir()
-        self.frames = np.lib.format.open_memmap(self.tmp / "frames.npy", mode="w+", dtype=dtype,
-                                                shape=(int(n_frames), int(channels), *map(int, grid)))
+        # A .npy header, then frames written in place with pwrite: nothing is mapped, so the
+        # process holds one block at a time however large the dataset is.
+        self.file = open(self.tmp / "frames.npy", "w+b")
+        np.lib.format.write_array_header_1_0(self.file, {"descr": np.lib.format.dtype_to_descr(self.dtype),
+                                                         "fortran_order": False, "shape": self.shape})
+        self.offset = self.file.tell()
+        self.file.truncate(self.offset + self.shape[0] * self.frame_bytes)
         self.done = False
 
     def __enter__(self) -> "PreparedWriter":
@@ -70,26 +79,41 @@ class PreparedWriter:
             self.abort()
 
     def abort(self) -> None:
-        self.frames = None
+        self.file.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
     def write(self, start: int, block: np.ndarray, *, source: str = "source data") -> None:
-        if block.shape[1:] != self.frames.shape[1:]:
-            raise UserError(f"{source}: frame shape {tuple(block.shape[1:])} does not match "
-                            f"{tuple(self.frames.shape[1:])}")
-        if self.frames.dtype == np.float32 and not np.isfinite(block).all():
+        """Frames `start .. start + len(block)` (physical values for float32, stored values for uint8)."""
+        if tuple(block.shape[1:]) != self.shape[1:]:
+            raise UserError(f"{source}: frame shape {tuple(block.shape[1:])} does not match {self.shape[1:]}")
+        if not 0 <= start <= start + len(block) <= self.shape[0]:
+            raise ValueError(f"frames {start}..{start + len(block)} outside 0..{self.shape[0]}")
+        if self.dtype == np.float32 and not np.isfinite(block).all():
             bad = int(np.argmax(~np.isfinite(block).reshape(len(block), -1).all(axis=1)))
             raise UserError(f"{source}: NaN or infinite values (first in frame {start + bad}); "
                             f"fix or drop those times before preparing")
-        self.frames[start: start + len(block)] = block
+        view = memoryview(np.ascontiguousarray(block, dtype=self.dtype)).cast("B")
+        at = self.offset + start * self.frame_bytes
+        while view:  # pwrite may write less than asked
+            try:
+                written = os.pwrite(self.file.fileno(), view, at)
+            except OSError as e:
+                raise UserError(f"writing {self.tmp / 'frames.npy'} failed ({e.strerror}); free disk space "
+                                f"or prepare under another --data-dir") from None
+            view, at = view[written:], at + written
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Stored frames `start .. stop`, read back from the file (not mapped)."""
+        raw = os.pread(self.file.fileno(), (stop - start) * self.frame_bytes, self.offset + start * self.frame_bytes)
+        return np.frombuffer(raw, dtype=self.dtype).reshape(stop - start, *self.shape[1:])
 
     def physical(self, start: int, stop: int) -> np.ndarray:
-        block = np.asarray(self.frames[start:stop])
+        block = self.read(start, stop)
         return block if self.frame_scale is None else block.astype(np.float32) * np.float32(self.frame_scale)
 
     def finish(self, windows: dict[str, np.ndarray], meta: dict[str, Any]) -> Path:
         """Statistics from the frames the train windows touch, then swap the folder into place."""
-        n = len(self.frames)
+        n = self.shape[0]
         length = int(meta["in_len"]) + int(meta["out_len"])
         name = meta.get("name", self.dest.name)
         windows = {s: np.asarray(windows[s], dtype=np.int64) for s in SPLITS}
@@ -103,21 +127,20 @@ class PreparedWriter:
         np.add.at(in_train, windows["train"], 1)
         np.add.at(in_train, windows["train"] + length, -1)
         in_train = np.cumsum(in_train[:n]) > 0
-        stats = _TrainStats(self.frames.shape[1:])
-        step = max(1, _CHUNK_BYTES // max(1, self.frames[0].nbytes * (4 if self.frame_scale else 1)))
+        stats = _TrainStats(self.shape[1:])
+        step = max(1, _CHUNK_BYTES // (self.frame_bytes * (4 if self.frame_scale else 1)))
         for start in range(0, n, step):
             mask = in_train[start: start + step]
             if mask.any():
                 stats.add(self.physical(start, start + len(mask))[mask])
         mean, std, climatology = stats.result()
-        meta = dict(meta, format_version=FORMAT_VERSION, shape=list(self.frames.shape),
-                    dtype=str(self.frames.dtype),
+        meta = dict(meta, format_version=FORMAT_VERSION, shape=list(self.shape), dtype=str(self.dtype),
                     stats={"mean": mean.tolist(), "std": std.tolist(), "computed_on": "train"},
                     windows={s: int(len(windows[s])) for s in SPLITS})
         if self.frame_scale is not None:
             meta["frame_scale"] = self.frame_scale
-        self.frames.flush()
-        self.frames = None
+        os.fsync(self.file.fileno())  # the frames are on disk before the folder is swapped in
+        self.file.close()
         np.save(self.tmp / "climatology.npy", climatology)
         for split in SPLITS:
             np.save(self.tmp / f"windows_{split}.npy", windows[split])
@@ -137,7 +160,7 @@ class _TrainStats:
     def __init__(self, frame_shape: tuple[int, ...]):
         c = frame_shape[0]
         self.count, self.mean, self.m2 = 0, np.zeros(c), np.zeros(c)
-        self.cell_sum, self.frames = np.zeros(frame_shape), 0
+        self.cell_sum, self.n_frames = np.zeros(frame_shape), 0
 
     def add(self, block: np.ndarray) -> None:
         b = block.astype(np.float64)
@@ -150,10 +173,10 @@ class _TrainStats:
         self.mean += delta * n / total
         self.count = total
         self.cell_sum += b.sum(axis=0)
-        self.frames += len(b)
+        self.n_frames += len(b)
 
     def result(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        return self.mean, np.sqrt(self.m2 / self.count), (self.cell_sum / self.frames).astype(np.float32)
+        return self.mean, np.sqrt(self.m2 / self.count), (self.cell_sum / self.n_frames).astype(np.float32)
 
 
 def write_prepared(dest: Path, frames: np.ndarray, windows: dict[str, np.ndarray], meta: dict[str, Any]) -> Path:

@@ -113,8 +113,24 @@ def _windows_in(times: np.ndarray, lo: int, hi: int, length: int) -> np.ndarray:
     return starts[ok].astype(np.int64)
 
 
-def _prepare_h5(dest: Path, paths: list[Path]) -> Path:
+def _h5_blocks(files: list[tuple[Path, np.ndarray, np.ndarray]], rows: int = 4096) -> Iterator[tuple[int, np.ndarray]]:
+    """(first frame index, float32 block) over the kept slots of every file, in order."""
     import h5py
+    at = 0
+    for path, keep, _ in files:
+        with h5py.File(path, "r") as f:
+            data = f["data"]
+            for i in range(0, len(keep), rows):
+                idx = keep[i: i + rows]
+                first, stop = int(idx.min()), int(idx.max()) + 1  # one contiguous read, then the kept slots
+                block = np.asarray(data[first:stop], dtype=np.float32)[idx - first]
+                if not np.isfinite(block).all():
+                    raise UserError(f"{path}: NaN or infinite flows; the file is corrupt")
+                yield at, block
+                at += len(idx)
+
+
+def _prepare_h5(dest: Path, paths: list[Path]) -> Path:
     from svqbench.data.download import sha256
     files = _read_h5(paths)
     times = np.concatenate([t for _, _, t in files])
@@ -127,22 +143,20 @@ def _prepare_h5(dest: Path, paths: list[Path]) -> Path:
     bounds = {"train": (0, n - 2 * held), "val": (n - 2 * held, n - held), "test": (n - held, n)}
     length = IN_LEN + OUT_LEN
     windows = {s: _windows_in(times, a, b, length) for s, (a, b) in bounds.items()}
+    train = np.zeros(n + 1, dtype=np.int32)  # frames that train windows touch
+    np.add.at(train, windows["train"], 1)
+    np.add.at(train, windows["train"] + length, -1)
+    train = np.cumsum(train[:n]) > 0
+    lo, hi = np.inf, -np.inf
+    for at, block in _h5_blocks(files):  # pass 1: the train min and max
+        picked = block[train[at: at + len(block)]]
+        if len(picked):
+            lo, hi = min(lo, float(picked.min())), max(hi, float(picked.max()))
+    if not hi > lo:
+        raise UserError(f"taxibj: the train flows are constant ({lo}); cannot min-max scale")
     with PreparedWriter(dest, n, 2, (32, 32)) as writer:
-        at = 0
-        for path, keep, _ in files:
-            with h5py.File(path, "r") as f:
-                data = f["data"]
-                for i in range(0, len(keep), 4096):
-                    idx = keep[i: i + 4096]
-                    first, stop = int(idx.min()), int(idx.max()) + 1  # one contiguous read, then the kept slots
-                    block = np.asarray(data[first:stop], dtype=np.float32)[idx - first]
-                    writer.write(at, block, source=str(path))
-                    at += len(idx)
-        lo, hi = _train_range(writer, windows["train"], length)
-        if hi <= lo:
-            raise UserError(f"taxibj: the train flows are constant ({lo}); cannot min-max scale")
-        for i in range(0, n, 8192):  # scale in place, chunk by chunk
-            writer.frames[i: i + 8192] = (writer.frames[i: i + 8192] - lo) / (hi - lo)
+        for at, block in _h5_blocks(files):  # pass 2: scaled frames
+            writer.write(at, (block - np.float32(lo)) / np.float32(hi - lo), source=str(files[0][0].parent))
         start, stop = str(times[0]), str(times[-1])
         meta = dict(name=dest.name, kind="traffic",
                     description="TaxiBJ inflow/outflow, 30-minute slots, 4 -> 4, min-max scaled with train min/max",
@@ -155,19 +169,6 @@ def _prepare_h5(dest: Path, paths: list[Path]) -> Path:
                             for s, (a, b) in bounds.items()},
                     sources=[{"file": p.name, "bytes": p.stat().st_size, "sha256": sha256(p)} for p, _, _ in files])
         return writer.finish(windows, meta)
-
-
-def _train_range(writer: PreparedWriter, train_starts: np.ndarray, length: int) -> tuple[float, float]:
-    mask = np.zeros(len(writer.frames) + 1, dtype=np.int32)
-    np.add.at(mask, train_starts, 1)
-    np.add.at(mask, train_starts + length, -1)
-    mask = np.cumsum(mask[:-1]) > 0
-    lo, hi = np.inf, -np.inf
-    for i in range(0, len(mask), 8192):
-        block = np.asarray(writer.frames[i: i + 8192])[mask[i: i + 8192]]
-        if len(block):
-            lo, hi = min(lo, float(block.min())), max(hi, float(block.max()))
-    return lo, hi
 
 
 def _npz_header(zf: zipfile.ZipFile, fh, path: Path, key: str) -> tuple[tuple[int, ...], np.dtype]:

@@ -10,7 +10,7 @@ Sources (`--source`):
 
 Every file is validated before its frames are written: grid and coordinates, a full year at the
 expected time step, the requested level, dtype, NaNs and plausible values. Frames are converted
-one (variable, year) at a time into a memory-mapped array, so memory stays bounded.
+one year at a time (all its channels) into the prepared file, so memory stays bounded.
 Windows: every window of in_len + out_len consecutive steps lying inside one split's years
 (stride one step, as OpenSTL trains); statistics come from the train years only.
 WeatherBench-M is subsampled once, from hourly to 6-hourly (the reference loader did it twice).
@@ -329,15 +329,11 @@ def prepare_task(dest: Path, task_name: str, *, source: str = "wb1", from_paths:
         for year in all_years:
             reader.check(var, levels, year)
     with PreparedWriter(dest, n_frames, len(task.channels), (32, 64)) as writer:
-        channel = 0
-        for var, levels in task.fields:
-            n_levels = len(levels or (None,))
-            for year in all_years:
-                values = reader.read(var, levels, year)
-                if len(values) != per_year[year]:
-                    raise UserError(f"{var} {year}: {len(values)} steps after subsampling, expected {per_year[year]}")
-                writer.frames[offsets[year]: offsets[year] + per_year[year], channel: channel + n_levels] = values
-            channel += n_levels
+        for year in all_years:  # one year of every channel in memory at a time
+            block = np.concatenate([reader.read(var, levels, year) for var, levels in task.fields], axis=1)
+            if len(block) != per_year[year]:
+                raise UserError(f"{year}: {len(block)} steps after subsampling, expected {per_year[year]}")
+            writer.write(offsets[year], block, source=f"{task_name} {year}")
         meta = dict(
             name=dest.name, kind="weather",
             description=f"WeatherBench {task.description}, {step_hours}-hourly, {task.in_len} -> {task.out_len} steps",
