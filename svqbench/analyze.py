@@ -108,12 +108,13 @@ def _plot_embedding(codebook: torch.Tensor, code_use: np.ndarray | None, latents
     codes = ((codebook.float() - mean) @ axes2).numpy()
     fig, ax = plt.subplots(figsize=(6, 5.4))
     colour = None if code_use is None else np.log1p(code_use)
-    sc = ax.scatter(codes[:, 0], codes[:, 1], s=4, c=colour, cmap="viridis", alpha=0.7, label="codes")
+    sc = ax.scatter(codes[:, 0], codes[:, 1], s=4, c=colour, cmap="viridis", alpha=0.7, label="codes",
+                    zorder=3)  # on top of the latents, so the used codes stay visible
     if colour is not None:
         fig.colorbar(sc, ax=ax, label="log(1 + uses)")
     if latents is not None and latents.shape[1] == codebook.shape[1]:
         pts = ((latents.float() - mean) @ axes2).numpy()
-        ax.scatter(pts[:, 0], pts[:, 1], s=3, c="tab:red", alpha=0.4, label="latent vectors")
+        ax.scatter(pts[:, 0], pts[:, 1], s=3, c="tab:red", alpha=0.25, label="latent vectors", zorder=2)
     ax.set_xlabel("PC 1 of the codebook")
     ax.set_ylabel("PC 2 of the codebook")
     ax.set_title(title)

@@ -323,7 +323,8 @@ def sweep(
             claimed = (directory / ".claims" / f"{job.run_id}.claim").exists()
             state = "done" if job.run_id in done else "claimed" if claimed else "to run"
             console.print(f"{job.run_id:60s} {state}", markup=False, highlight=False)
-        console.print(f"{len(jobs)} runs, {sum(j.run_id in done for j in jobs)} done -> {directory}")
+        console.print(f"{len(jobs)} runs, {sum(j.run_id in done for j in jobs)} done -> {directory}",
+                      markup=False, highlight=False, soft_wrap=True)
         return
     try:
         report = run_sweep(loaded, scale, results_dir=results_dir, seeds=seeds, cells=cells, data_dir=data_dir,
@@ -334,7 +335,8 @@ def sweep(
                           markup=False, highlight=False)
         raise typer.Exit(130) from None
     console.print(f"{loaded.name} ({scale}): ran {len(report.ran)}, already done {len(report.done_before)}, "
-                  f"running elsewhere {len(report.busy)}, failed {len(report.failed)} -> {report.directory}")
+                  f"running elsewhere {len(report.busy)}, failed {len(report.failed)} -> {report.directory}",
+                  markup=False, highlight=False, soft_wrap=True)
     for run_id, message in report.failed.items():
         err_console.print(f"failed: {run_id}: {message}", markup=False, highlight=False)
     if report.failed:

@@ -43,7 +43,7 @@ def _read_json(path: Path) -> dict:
 def learning_curves(runs: dict[str, Path], path: Path) -> Path:
     """Train and validation loss per epoch (from each run's log.csv), one line per run label."""
     plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True, layout="constrained")
     for (label, run_dir), color in zip(runs.items(), _colors(len(runs))):
         log = pd.read_csv(Path(run_dir) / "log.csv")
         for ax, column in zip(axes, ("train_loss", "val_loss")):
@@ -71,6 +71,7 @@ def lead_time_errors(runs: dict[str, Path], path: Path, metric: str = "mae_per_p
     if persistence:
         ax.plot(np.arange(1, len(persistence) + 1), persistence, "k--", label="persistence")
     ax.set(xlabel="lead time (forecast step)", ylabel=f"test {metric} (physical units)", title="error vs lead time")
+    ax.xaxis.get_major_locator().set_params(integer=True)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     return _save(fig, path)
@@ -104,7 +105,7 @@ def noise_curves(board: pd.DataFrame, path: Path, title: str = "noise injection 
     seeds), and the increase over eta = 0 below: the SVQ and no-SVQ curves side by side."""
     table = noise_table(board)
     plt = _pyplot()
-    fig, axes = plt.subplots(2, 2, figsize=(10, 7), sharex=True)
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7), sharex=True, layout="constrained")
     methods = list(dict.fromkeys(table["method"]))
     for method, color in zip(methods, _colors(len(methods))):
         g = table[table["method"] == method]
@@ -152,24 +153,30 @@ def forecast_sample(run_dir: Path, path: Path, *, data_dir: Path | None = None, 
     units = ds.meta.get("units") or [""] * len(ds.channels)
     plt = _pyplot()
     n_rows = 3 * len(ds.channels)
-    fig, axes = plt.subplots(n_rows, len(steps), figsize=(2.2 * len(steps), 1.9 * n_rows), squeeze=False)
+    fig, axes = plt.subplots(n_rows, len(steps), figsize=(2.2 * len(steps) + 1.5, 1.9 * n_rows), squeeze=False,
+                             layout="constrained")
     for c, name in enumerate(ds.channels):
         lo, hi = float(true[:, c].min()), float(true[:, c].max())
         err = pred[:, c] - true[:, c]
         bound = float(np.abs(err[steps]).max()) or 1.0
+        unit = units[c] if c < len(units) else ""
+        images = {}
         for j, t in enumerate(steps):
             rows = ((true[t, c], "truth", "viridis", lo, hi), (pred[t, c], "prediction", "viridis", lo, hi),
                     (err[t], "error", "RdBu_r", -bound, bound))
             for r, (img, what, cmap, vmin, vmax) in enumerate(rows):
                 ax = axes[3 * c + r, j]
-                im = ax.imshow(img, cmap=cmap, vmin=vmin, vmax=vmax, origin="lower" if ds.lat is not None else "upper")
+                images[r] = ax.imshow(img, cmap=cmap, vmin=vmin, vmax=vmax,
+                                      origin="lower" if ds.lat is not None else "upper")
                 ax.set_xticks([])
                 ax.set_yticks([])
-                if r == 0:
+                if c == 0 and r == 0:
                     ax.set_title(f"step {t + 1}", fontsize=8)
                 if j == 0:
                     ax.set_ylabel(f"{name}\n{what}", fontsize=8)
-            fig.colorbar(im, ax=axes[3 * c + 2, len(steps) - 1], fraction=0.046, label=units[c] if c < len(units) else "")
+        # truth and prediction share one colour scale; the error has its own, centred on zero
+        fig.colorbar(images[0], ax=axes[3 * c: 3 * c + 2, :].ravel().tolist(), fraction=0.02, label=unit)
+        fig.colorbar(images[2], ax=axes[3 * c + 2, :].ravel().tolist(), fraction=0.02, label=f"error {unit}".strip())
     fig.suptitle(f"{run_dir.name}: {split} window {index}", fontsize=9)
     return _save(fig, path)
 

@@ -2,9 +2,10 @@
 
 MACs and FLOPs come from torch's own flop counter (torch.utils.flop_counter, attention included)
 run on a copy of the model on the `meta` device, so counting is shape-only, instant at any size and
-the same on every device. They are per sample for one full forecast (all roll-out passes); the
-published figures (OpenSTL, fvcore) are per pass, so `macs_per_pass_g` is the column to compare
-with them. fvcore also counts norm layers: torch's counter reads 0.3-0.8% lower.
+the same on every device (a model that cannot run on `meta` is counted on the CPU, batch 1). They
+are per sample for one full forecast (all roll-out passes); the published figures (OpenSTL, fvcore)
+are per pass, so `macs_per_pass_g` is the column to compare with them. fvcore also counts norm
+layers: torch's counter reads 0.3-0.8% lower.
 """
 from __future__ import annotations
 
@@ -84,20 +85,20 @@ def count_macs(cfg: RunConfig, shape: ForecastShape) -> float:
     def cpu_attention(query, key, value, *args, out_shape=None, **kwargs) -> int:
         return sdpa_flop_count(query, key, value)
 
-    mapping = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: cpu_attention}
-    for device in ("meta", "cpu"):
-        try:
-            with torch.device(device):
-                torch.manual_seed(cfg.seed)
-                model = build_model(cfg, shape).eval()
-                x = torch.randn(1, shape.in_len, shape.channels, shape.height, shape.width)
-                with FlopCounterMode(display=False, custom_mapping=mapping) as counter, torch.no_grad():
-                    model(x)
-            return counter.get_total_flops() / 2
-        except (RuntimeError, NotImplementedError):
-            if device == "cpu":
-                raise
-    raise AssertionError("unreachable")
+    def count_on(device: str) -> float:
+        mapping = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: cpu_attention}
+        with torch.random.fork_rng(devices=[]), torch.device(device):  # leaves the caller's RNG alone
+            torch.manual_seed(cfg.seed)
+            model = build_model(cfg, shape).eval()
+            x = torch.randn(1, shape.in_len, shape.channels, shape.height, shape.width)
+            with FlopCounterMode(display=False, custom_mapping=mapping) as counter, torch.no_grad():
+                model(x)
+        return counter.get_total_flops() / 2
+
+    try:
+        return count_on("meta")
+    except (RuntimeError, NotImplementedError):
+        return count_on("cpu")
 
 
 def _peak_memory_bytes(device: torch.device, step) -> int:

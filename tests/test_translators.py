@@ -103,8 +103,15 @@ def test_every_dataset_preset_has_a_paper_and_a_quick_scale_and_a_shape():
     names = {"embedded", "embedded-e1", "weatherbench-s-t2m", "weatherbench-s-r", "weatherbench-s-uv10",
              "weatherbench-s-tcc", "weatherbench-m", "taxibj", "kth", "kitticaltech", "human36m"}
     assert names <= set(PRESETS) and names <= set(DATASET_SHAPES)
+    model_keys = ("hid_s", "hid_t", "n_s", "n_t", "mlp_ratio")
+
+    def quick_model(name):
+        cfg = resolve(cli=dict(dataset=name, scale="quick"))
+        return DATASET_SHAPES[name], tuple(getattr(cfg, k) for k in model_keys)
     for name in names:
         assert set(PRESETS[name]) == {"paper", "quick"}
+        # the quick-scale test below covers this preset's shape and model through one of QUICK_DATASETS
+        assert quick_model(name) in {quick_model(q) for q in QUICK_DATASETS}
 
 
 @pytest.mark.parametrize("dataset", QUICK_DATASETS)

@@ -79,8 +79,8 @@ class SimVP(nn.Module):
                  quantizer: str = "none", quantizer_kwargs: dict | None = None,
                  placement: str = "before", spatio_kernel: int = 3, channels_last: bool | None = None):
         super().__init__()
-        # None: channels-last translator activations on CPU, where 1x1 and depthwise convs run about
-        # twice as fast in that layout (benchmarks/simvp_profile.py); NCHW elsewhere.
+        # None: channels-last translator activations on CPU, where its 1x1 and depthwise convs run
+        # faster in that layout (benchmarks/simvp_profile.py, docs/translators.md); NCHW elsewhere.
         self.channels_last = channels_last
         if placement not in ("before", "after"):
             raise ValueError(f"placement must be 'before' or 'after', got {placement!r}")
@@ -143,4 +143,3 @@ class SimVP(nn.Module):
         if y.shape[1] > self.out_len:
             y = y[:, : self.out_len]
         return y[..., :h, :w], aux
-
