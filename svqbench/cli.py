@@ -67,6 +67,8 @@ def run(
     schedule: Optional[str] = typer.Option(None, help="cosine | onecycle | constant"),
     loss: Optional[str] = typer.Option(None, help="l1 | l2"),
     patience: Optional[int] = typer.Option(None, help="early-stop patience in epochs (validation split)"),
+    max_steps_per_epoch: Optional[int] = typer.Option(None, help="cap optimiser steps per epoch (0 = all windows)"),
+    max_val_windows: Optional[int] = typer.Option(None, help="validate on this many evenly spaced windows (0 = all)"),
     norm: Optional[str] = typer.Option(None, help="global | window (per-window input mean removed)"),
     hid_s: Optional[int] = typer.Option(None), hid_t: Optional[int] = typer.Option(None),
     n_s: Optional[int] = typer.Option(None), n_t: Optional[int] = typer.Option(None),

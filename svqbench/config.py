@@ -50,6 +50,10 @@ class RunConfig:
     weight_decay: float = 0.0
     loss: str = "l1"
     patience: int = 10
+    # caps for CPU-sized runs on big datasets (0 = no cap): optimiser steps per epoch (each epoch draws
+    # a fresh random subset of the train windows) and validation windows (an evenly spaced, fixed subset)
+    max_steps_per_epoch: int = 0
+    max_val_windows: int = 0
     # training-time noise injection (Table 5): fraction of input elements multiplied by U(-2, 2)
     noise: float = 0.0
 
@@ -101,7 +105,8 @@ PRESETS["embedded-e1"] = PRESETS["embedded"]
 # frames more) so a few epochs run on 2 CPU cores.
 _PAPER_BASE = dict(_PAPER_T2M, codebook_init="kaiming_uniform")
 _QUICK = dict(hid_s=16, hid_t=64, n_t=4, n_s=2, mlp_ratio=4.0, drop_path=0.0, batch_size=16, schedule="cosine",
-              warmup_epochs=1, epochs=5, patience=3, loss="l1", codebook_size=1000)
+              warmup_epochs=1, epochs=5, patience=3, loss="l1", codebook_size=1000, max_steps_per_epoch=40,
+              max_val_windows=256)
 _VIDEO = dict(hid_s=64, hid_t=256, n_t=6, n_s=2, batch_size=16, epochs=100, patience=50, codebook_size=6000)
 
 
@@ -235,6 +240,9 @@ def validate(cfg: RunConfig) -> None:
         raise UserError(f"seed must be in [0, 2**63 - 1), got {cfg.seed}")
     if not 0.0 <= cfg.drop_path < 1.0:
         raise UserError(f"drop-path must be in [0, 1), got {cfg.drop_path}")
+    if cfg.max_steps_per_epoch < 0 or cfg.max_val_windows < 0:
+        raise UserError(f"max-steps-per-epoch and max-val-windows must be >= 0 (0 = no cap), got "
+                        f"{cfg.max_steps_per_epoch} and {cfg.max_val_windows}")
     if cfg.patience < 1 or cfg.warmup_epochs < 0:
         raise UserError(f"patience must be >= 1 and warmup-epochs >= 0, got {cfg.patience} and {cfg.warmup_epochs}")
     for name in ("lr", "warmup_lr", "min_lr", "weight_decay", "mlp_ratio"):

@@ -154,13 +154,17 @@ def read_batch(ds: PreparedDataset, split: str, positions: np.ndarray) -> Batch:
                  np.asarray(ds.splits[split][positions]))
 
 
-def split_batches(ds: PreparedDataset, split: str, batch_size: int, dist: DistContext = SINGLE) -> Iterator[Batch]:
+def split_batches(ds: PreparedDataset, split: str, batch_size: int, dist: DistContext = SINGLE, *,
+                  limit: int = 0) -> Iterator[Batch]:
     """This rank's contiguous share of a split, in order and in batches (the whole split for one
-    process); the shares of all ranks cover every window exactly once, without padding."""
-    if not dist.enabled:
+    process); the shares of all ranks cover every window exactly once, without padding.
+    `limit` > 0 keeps only that many evenly spaced windows of the split (the same ones every time)."""
+    n = len(ds.splits[split])
+    if not dist.enabled and not 0 < limit < n:
         yield from ds.batches(split, batch_size)
         return
-    positions = dist.shard(np.arange(len(ds.splits[split])))
+    positions = np.arange(n) if not 0 < limit < n else np.unique(np.linspace(0, n - 1, limit).round().astype(np.int64))
+    positions = dist.shard(positions)
     for i in range(0, len(positions), batch_size):
         yield read_batch(ds, split, positions[i: i + batch_size])
 
@@ -174,11 +178,11 @@ def autocast(device: torch.device, precision: str):
 @torch.no_grad()
 def validation_loss(model, ds: PreparedDataset, cfg: RunConfig, device: torch.device, *,
                     dist: DistContext = SINGLE, precision: str = "fp32") -> float:
-    """Mean loss per element over the whole validation split (summed across ranks)."""
+    """Mean loss per element over the validation split, or its `max_val_windows` subset (summed across ranks)."""
     model.eval()
     crit = loss_fn(cfg.loss)
     sums = torch.zeros(2, dtype=torch.float64, device=device)  # loss sum, element count
-    for batch in split_batches(ds, "val", cfg.batch_size, dist):
+    for batch in split_batches(ds, "val", cfg.batch_size, dist, limit=cfg.max_val_windows):
         x, y, _ = to_tensors(ds, batch, cfg.norm, device)
         with autocast(device, precision):
             pred, _ = model(x)
@@ -354,6 +358,8 @@ def train(cfg: RunConfig, ds: PreparedDataset, model: SimVP, run_dir: Path, *, d
     opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     n_train = len(ds.splits["train"])
     steps_per_epoch = ds.num_batches("train", cfg.batch_size)
+    if cfg.max_steps_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg, steps_per_epoch))
     scaler = torch.amp.GradScaler(device.type, enabled=options.precision == "fp16")
     crit = loss_fn(cfg.loss)
