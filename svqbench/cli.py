@@ -213,6 +213,16 @@ def datasets(data_dir: Optional[Path] = DATA):
     console.print(table)
 
 
+def print_table(table) -> None:
+    """Never elide cells: a pipe or file gets the table at its natural width; a narrow terminal folds
+    long cells onto several lines instead of cutting them with an ellipsis."""
+    from rich.console import Console
+    for column in table.columns:
+        column.overflow = "fold"
+    width = Console(width=10_000).measure(table).maximum
+    (console if console.is_terminal or width <= console.width else Console(width=width)).print(table)
+
+
 @app.command()
 def compare(directory: Path = typer.Argument(Path("results"), help="results folder or a leaderboard CSV"),
             csv: Optional[Path] = typer.Option(None, "--csv", help="also write the table as CSV"),
@@ -249,7 +259,7 @@ def compare(directory: Path = typer.Argument(Path("results"), help="results fold
                 return "" if v is None or v != v else f"{v:+.1f}"
             table.add_row(r["method"], str(r["runs"]), fmt("mse"), fmt("mae"), pct("mse"), pct("mae"),
                           *("" if r[c] != r[c] else r[c] if isinstance(r[c], str) else f"{r[c]:.4g}" for c in usage))
-        console.print(table)
+        print_table(table)
     if csv:
         table_df.to_csv(csv, index=False)
         console.print(f"wrote {csv}")

@@ -18,7 +18,6 @@ was found and how to fix it. The LPIPS linear heads come from the `lpips` wheel
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 import pickle
@@ -28,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from svqbench.data.download import sha256
 from svqbench.errors import UserError
 
 ENV_VAR = "SVQBENCH_LPIPS_WEIGHTS"
@@ -54,14 +54,6 @@ class AlexNetWeights:
 
     def describe(self) -> dict:
         return {"source": self.source, "path": str(self.path), "sha256": self.sha256}
-
-
-def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def torch_hub_file() -> Path:
@@ -103,7 +95,7 @@ def resolve_alexnet_weights(user_file: str | os.PathLike | None = None) -> AlexN
     if not candidates:
         raise UserError(f"LPIPS needs ImageNet AlexNet weights and none were found offline; {HOW_TO_FIX}")
     where, path = candidates[0]
-    digest = sha256_of(path)
+    digest = sha256(path)
     kind = KNOWN_FILES.get(digest)
     if kind is None:
         raise UserError(f"LPIPS weights {path} ({where}) have sha256 {digest}, which is not a known AlexNet "
@@ -167,7 +159,7 @@ def build_lpips_alex(weights: AlexNetWeights):
     import torch
 
     linear = lpips_linear_file()
-    if not linear.is_file() or sha256_of(linear) != LPIPS_LINEAR_V01_SHA256:
+    if not linear.is_file() or sha256(linear) != LPIPS_LINEAR_V01_SHA256:
         raise UserError(f"the lpips package's linear heads {linear} are missing or modified; "
                         "reinstall with pip install --force-reinstall lpips==0.1.4")
     with warnings.catch_warnings():  # torchvision warns about lpips' deprecated `pretrained=` argument

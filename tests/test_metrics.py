@@ -215,7 +215,7 @@ def test_torchvision_file_from_the_hub_cache_loads_the_same_network(jax_weights,
     extra = {"classifier.1.weight": torch.zeros(2, 2)}  # a real file has the classifier too
     torch.save({**jax_weights.features, **extra}, path)
     monkeypatch.setattr(lw, "torch_hub_file", lambda: path)
-    monkeypatch.setattr(lw, "KNOWN_FILES", {**lw.KNOWN_FILES, lw.sha256_of(path): "torchvision"})
+    monkeypatch.setattr(lw, "KNOWN_FILES", {**lw.KNOWN_FILES, lw.sha256(path): "torchvision"})
     monkeypatch.delenv(lw.ENV_VAR, raising=False)
     resolved = lw.resolve_alexnet_weights()
     assert resolved.source == "torchvision" and resolved.path == path
@@ -260,7 +260,7 @@ def test_no_weights_is_a_clear_user_error(tmp_path, monkeypatch):
 def test_unknown_or_missing_user_file_is_refused(tmp_path, monkeypatch):
     bogus = tmp_path / "alexnet.pth"
     torch.save({"features.0.weight": torch.zeros(64, 3, 11, 11)}, bogus)
-    with pytest.raises(UserError, match=f"sha256 {lw.sha256_of(bogus)}.*not a known AlexNet"):
+    with pytest.raises(UserError, match=f"sha256 {lw.sha256(bogus)}.*not a known AlexNet"):
         lw.resolve_alexnet_weights(bogus)
     monkeypatch.setenv(lw.ENV_VAR, str(tmp_path / "nope.pth"))
     with pytest.raises(UserError, match=r"nope.pth \(from \$SVQBENCH_LPIPS_WEIGHTS\) does not exist"):
@@ -270,7 +270,7 @@ def test_unknown_or_missing_user_file_is_refused(tmp_path, monkeypatch):
 def test_a_known_file_missing_tensors_is_refused(tmp_path, monkeypatch):
     path = tmp_path / "partial.pth"
     torch.save({"features.0.weight": torch.zeros(64, 3, 11, 11)}, path)
-    monkeypatch.setattr(lw, "KNOWN_FILES", {lw.sha256_of(path): "torchvision"})
+    monkeypatch.setattr(lw, "KNOWN_FILES", {lw.sha256(path): "torchvision"})
     with pytest.raises(UserError, match="lack features.0.bias"):
         lw.build_lpips_alex(lw.resolve_alexnet_weights(path))
 

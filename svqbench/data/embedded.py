@@ -8,24 +8,16 @@ scenario are warmer than any training year, which is why per-window normalisatio
 """
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
 
+from svqbench.data.download import sha256
 from svqbench.data.prepared import write_prepared
 from svqbench.errors import UserError
 
 IN_LEN, OUT_LEN = 10, 5
 BLOCKS = {"train": (1860, 2019), "val": (2020, 2059), "test": (2060, 2099)}
-
-
-def sha256(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _source(filename: str) -> Path:
