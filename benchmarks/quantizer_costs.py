@@ -31,9 +31,9 @@ import sys
 import time
 
 import torch
-import torch.nn.functional as F
 
 from svqbench.models.simvp import SimVP
+from svqbench.profile import training_step
 from svqbench.quantizers.baselines import FSQ_CODEBOOK_SIZE, METHODS
 
 VARIANTS = ("none", "svq", "svq-dense", "svq-raw", "mlp", *METHODS)
@@ -79,11 +79,7 @@ def stepper(args, model: SimVP, device: torch.device):
         if device.type == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        pred, aux = model(x)
-        loss = F.l1_loss(pred, y) + aux
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        training_step(model, opt, x, y)
         if device.type == "cuda":
             torch.cuda.synchronize()
         return time.perf_counter() - t0

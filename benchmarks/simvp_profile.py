@@ -15,18 +15,14 @@ import statistics
 import time
 
 import torch
-import torch.nn.functional as F
 
 from svqbench.models.simvp import SimVP
+from svqbench.profile import training_step
 
 
-def training_step(model: SimVP, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> float:
+def timed_step(model: SimVP, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> float:
     t0 = time.perf_counter()
-    pred, aux = model(x)
-    loss = F.l1_loss(pred, y) + aux
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
+    training_step(model, opt, x, y)
     return time.perf_counter() - t0
 
 
@@ -61,7 +57,7 @@ def main() -> None:
     for _ in range(args.steps):
         for name, channels_last in layouts.items():
             model.channels_last = channels_last
-            times[name].append(training_step(model, opt, x, y))
+            times[name].append(timed_step(model, opt, x, y))
     med = {name: statistics.median(t) for name, t in times.items()}
     for name, m in med.items():
         print(f"{name:22s} training step median {m:7.3f} s  ({args.batch_size / m:6.2f} samples/s, "

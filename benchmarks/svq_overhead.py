@@ -2,7 +2,7 @@
 the default (factorized) training step costs at most 1.10x the step without a quantizer, the dense
 reference path at least 2x, and the default path's peak memory does not grow with K.
 
-Step = forward + L1 loss + backward + Adam step. Timings interleave the three variants in one
+Step = svqbench.profile.training_step: forward + L1 loss + backward + Adam step. Timings interleave the three variants in one
 process (median of --steps repetitions each) so machine noise hits all alike; peak memory is the
 peak resident memory (VmHWM) of a fresh child process per variant (CPU) running the same steps.
 
@@ -18,9 +18,9 @@ import sys
 import time
 
 import torch
-import torch.nn.functional as F
 
 from svqbench.models.simvp import SimVP
+from svqbench.profile import training_step
 
 
 def make(quantizer: str, impl: str, k: int) -> SimVP:
@@ -35,11 +35,7 @@ def stepper(model: SimVP, batch: int):
 
     def step() -> float:
         t0 = time.perf_counter()
-        pred, aux = model(x)
-        loss = F.l1_loss(pred, y) + aux
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        training_step(model, opt, x, y)
         return time.perf_counter() - t0
     return step
 

@@ -101,6 +101,16 @@ def count_macs(cfg: RunConfig, shape: ForecastShape) -> float:
         return count_on("cpu")
 
 
+def training_step(model, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> None:
+    """One optimiser step: L1 forecast loss + the quantizer's aux loss + the translator's regulariser."""
+    import torch.nn.functional as F
+    pred, aux = model(x)
+    loss = F.l1_loss(pred, y) + aux + model.regularizer(pred, y)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+
+
 def _peak_memory_bytes(device: torch.device, step) -> int:
     """Peak memory allocated while `step()` runs, above what was allocated when it started."""
     if device.type == "cuda":
@@ -140,7 +150,6 @@ def _median_seconds(fn, steps: int, device: torch.device) -> float:
 def measure(cfg: RunConfig, shape: ForecastShape, *, device: str = "cpu", batch_size: int | None = None,
             steps: int = 3) -> dict[str, Any]:
     """One profile row for `cfg` (its quantizer with its own `svq_impl`)."""
-    import torch.nn.functional as F
     if steps < 1:
         raise UserError(f"steps must be >= 1, got {steps}")
     dev = torch.device(device)
@@ -154,11 +163,7 @@ def measure(cfg: RunConfig, shape: ForecastShape, *, device: str = "cpu", batch_
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-6)
 
     def train_step():
-        pred, aux = model(x)
-        loss = F.l1_loss(pred, y) + aux + model.regularizer(pred, y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        training_step(model, opt, x, y)
 
     @torch.no_grad()
     def forward():
