@@ -210,7 +210,7 @@ def datasets(data_dir: Optional[Path] = DATA):
         w = d.meta["windows"]
         table.add_row(name, str(tuple(d.frames.shape)), f"{d.in_len} -> {d.out_len}",
                       f"{w['train']}/{w['val']}/{w['test']}", f"{size:.1f}", "ready")
-    console.print(table)
+    print_table(table)
 
 
 def print_table(table) -> None:
@@ -386,7 +386,7 @@ def profile(
                         f"{rows[0]['batch_size']} on {device} (MACs/FLOPs per sample)")
     for key in shown:
         table.add_row(key, *(str(r[key]) for r in rows))
-    console.print(table)
+    print_table(table)
     console.print(f"appended {len(rows)} row(s) to {append_rows(csv, rows)}")
 
 def one_line(message: str) -> str:

@@ -9,7 +9,7 @@ from svqbench.quantizers.svq import INITS
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a - b).norm() / b.norm())
+    return float(((a - b).norm() / b.norm()).detach())
 
 
 def _pair(**kw):
