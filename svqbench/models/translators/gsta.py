@@ -25,11 +25,13 @@ class AttentionModule(nn.Module):
 
 
 class SpatialAttention(nn.Module):
-    def __init__(self, dim: int, kernel_size: int = 21):
+    """1x1 -> GELU -> gating unit -> 1x1, plus the input. TAU passes its temporal gating unit."""
+
+    def __init__(self, dim: int, kernel_size: int = 21, gating: type[nn.Module] = AttentionModule):
         super().__init__()
         self.proj_1 = Conv1x1(dim, dim)
         self.activation = nn.GELU()
-        self.spatial_gating_unit = AttentionModule(dim, kernel_size)
+        self.spatial_gating_unit = gating(dim, kernel_size)
         self.proj_2 = Conv1x1(dim, dim)
 
     def forward(self, x):

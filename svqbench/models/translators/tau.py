@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from svqbench.models.translators.common import Conv1x1, NCHWConv2d
-from svqbench.models.translators.gsta import GASubBlock
+from svqbench.models.translators.gsta import GASubBlock, SpatialAttention
 from svqbench.models.translators.metanet import MidMetaNet
 
 
@@ -30,18 +30,6 @@ class TemporalAttentionModule(nn.Module):
         f = self.conv1(self.conv_spatial(self.conv0(x)))
         gate = self.fc(x.mean((2, 3)))[:, :, None, None]
         return gate * f * x
-
-
-class TemporalAttention(nn.Module):
-    def __init__(self, dim: int, kernel_size: int = 21):
-        super().__init__()
-        self.proj_1 = Conv1x1(dim, dim)
-        self.activation = nn.GELU()
-        self.spatial_gating_unit = TemporalAttentionModule(dim, kernel_size)
-        self.proj_2 = Conv1x1(dim, dim)
-
-    def forward(self, x):
-        return x + self.proj_2(self.spatial_gating_unit(self.activation(self.proj_1(x))))
 
 
 def differential_divergence(pred: torch.Tensor, target: torch.Tensor, tau: float = 0.1,
@@ -70,6 +58,6 @@ class TAU(MidMetaNet):
 
 def build(*, channels_in, hidden, depth, drop_path=0.0, mlp_ratio=8.0, divergence_weight=0.1, **_):
     return TAU(lambda dim, dp, i: GASubBlock(dim, mlp_ratio=mlp_ratio, drop_path=dp,
-                                             attention=TemporalAttention(dim)),
+                                             attention=SpatialAttention(dim, gating=TemporalAttentionModule)),
                channels_in=channels_in, hidden=hidden, depth=depth, drop_path=drop_path,
                divergence_weight=divergence_weight)
