@@ -10,14 +10,14 @@ from svqbench.models.translators.metanet import MidMetaNet
 class AttentionModule(nn.Module):
     """DW 5x5 -> DW 7x7 dilation 3 -> 1x1 to 2C -> sigmoid gate."""
 
-    def __init__(self, dim: int, kernel_size: int = 21, dilation: int = 3):
+    def __init__(self, dim: int, kernel_size: int = 21, dilation: int = 3, out_channels: int | None = None):
         super().__init__()
         d_k = 2 * dilation - 1
         dd_k = kernel_size // dilation + ((kernel_size // dilation) % 2 - 1)
         self.conv0 = nn.Conv2d(dim, dim, d_k, padding=(d_k - 1) // 2, groups=dim)
         self.conv_spatial = NCHWConv2d(dim, dim, dd_k, padding=dilation * (dd_k - 1) // 2, groups=dim,
                                       dilation=dilation)
-        self.conv1 = Conv1x1(dim, 2 * dim)
+        self.conv1 = Conv1x1(dim, 2 * dim if out_channels is None else out_channels)
 
     def forward(self, x):
         f, g = self.conv1(self.conv_spatial(self.conv0(x))).chunk(2, dim=1)

@@ -6,22 +6,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from svqbench.models.translators.common import Conv1x1, NCHWConv2d
-from svqbench.models.translators.gsta import GASubBlock, SpatialAttention
+from svqbench.models.translators.gsta import AttentionModule, GASubBlock, SpatialAttention
 from svqbench.models.translators.metanet import MidMetaNet
 
 
-class TemporalAttentionModule(nn.Module):
-    """DW 5x5 -> DW 7x7 dilation 3 -> 1x1, multiplied by an SE gate of the input and by the input."""
+class TemporalAttentionModule(AttentionModule):
+    """gSTA's DW 5x5 -> DW 7x7 dilation 3 -> 1x1 (to C, no sigmoid split), multiplied by an SE gate
+    of the input and by the input."""
 
     def __init__(self, dim: int, kernel_size: int = 21, dilation: int = 3, reduction: int = 16):
-        super().__init__()
-        d_k = 2 * dilation - 1
-        dd_k = kernel_size // dilation + ((kernel_size // dilation) % 2 - 1)
-        self.conv0 = nn.Conv2d(dim, dim, d_k, padding=(d_k - 1) // 2, groups=dim)
-        self.conv_spatial = NCHWConv2d(dim, dim, dd_k, padding=dilation * (dd_k - 1) // 2, groups=dim,
-                                      dilation=dilation)
-        self.conv1 = Conv1x1(dim, dim)
+        super().__init__(dim, kernel_size, dilation, out_channels=dim)
         squeezed = dim // max(dim // reduction, 4)
         self.fc = nn.Sequential(nn.Linear(dim, squeezed, bias=False), nn.ReLU(),
                                 nn.Linear(squeezed, dim, bias=False), nn.Sigmoid())
