@@ -18,7 +18,8 @@ import torch.nn.functional as F
 
 from svqbench.config import resolve
 from svqbench.models.translators import translator_names
-from svqbench.profile import DATASET_SHAPES, build_model
+from svqbench.data import dataset_spec
+from svqbench.models import build_model
 
 
 def main() -> None:
@@ -27,7 +28,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--dataset", default="embedded")
     args = ap.parse_args()
-    shape = DATASET_SHAPES[args.dataset]
+    shape = dataset_spec(args.dataset).shape
     x = torch.randn(args.batch_size, shape.in_len, shape.channels, shape.height, shape.width)
     y = torch.randn(args.batch_size, shape.out_len, shape.channels, shape.height, shape.width)
     runs = {}

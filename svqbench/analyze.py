@@ -11,35 +11,15 @@ Figures go to RUN/analysis/ (with analysis.json, the numbers behind them).
 """
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from svqbench.atomic import ensure_dir, save_figure, write_json
 from svqbench.errors import UserError
 
 MAX_POINTS = 2000  # latent vectors drawn on the codebook embedding
-
-
-def find_finished_run(run: str | Path, results_dir: Path) -> Path:
-    from svqbench.experiment import find_run
-    path = find_run(run, results_dir)
-    if not (path / "best.pt").exists():
-        raise UserError(f"{path} has no best.pt; analyze a run that finished at least one epoch")
-    return path
-
-
-def load_run(run_dir: Path, *, data_dir: Path | None, device: torch.device):
-    from svqbench.config import resolve
-    from svqbench.data.prepared import open_prepared
-    from svqbench.train import build_model
-    cfg = resolve(cli=json.loads((run_dir / "config.json").read_text())["config"])
-    ds = open_prepared(cfg.dataset, data_dir)
-    model = build_model(cfg, ds)
-    model.load_state_dict(torch.load(run_dir / "best.pt", map_location=device, weights_only=True)["model"])
-    return cfg, ds, model.to(device).eval()
 
 
 @torch.no_grad()
@@ -73,12 +53,8 @@ def pca_axes(points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _save(fig, path: Path) -> None:
-    import matplotlib.pyplot as plt
-    tmp = path.with_name(path.name + ".tmp")
     fig.tight_layout()
-    fig.savefig(tmp, dpi=120, format="png")
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(path, fig, dpi=120)
 
 
 def _plot_distributions(usage: dict, path: Path) -> None:
@@ -137,19 +113,22 @@ def analyze_run(run: str | Path, *, results_dir: Path = Path("results"), data_di
     """Write the figures of one run; returns (output folder, usage figures, figure paths)."""
     import matplotlib
     matplotlib.use("Agg")
-    from svqbench.quantizers.analysis import split_batches, usage_kind, usage_on_split
-    from svqbench.results import write_json
+    from svqbench.quantizers.analysis import model_inputs, usage_kind, usage_on_split
+    from svqbench.runs import open_run
     dev = torch.device(device)
-    run_dir = find_finished_run(run, results_dir)
-    cfg, ds, model = load_run(run_dir, data_dir=data_dir, device=dev)
+    saved = open_run(run, results_dir=results_dir, data_dir=data_dir)
+    run_dir, cfg = saved.dir, saved.config
+    if not (run_dir / "best.pt").exists():
+        raise UserError(f"{run_dir} has no best.pt; analyze a run that finished at least one epoch")
+    ds = saved.dataset(auto_prepare=True)
+    model = saved.model(ds, device=device)
     kind = usage_kind(model.quantizer)
     if kind is None:
         raise UserError(f"run {run_dir.name} uses quantizer {cfg.quantizer!r}, which has no codebook to analyze")
     if split not in ("train", "val", "test"):
         raise UserError(f"unknown split {split!r}; choose one of: train, val, test")
     usage = usage_on_split(model, ds, cfg, split=split, device=dev, detail=True)
-    out = run_dir / "analysis"
-    out.mkdir(exist_ok=True)
+    out = ensure_dir(run_dir / "analysis")
     figures = []
     title = f"{cfg.quantizer}, K={usage['codebook_size']} ({split} split)"
     if kind == "sparse":
@@ -164,7 +143,7 @@ def analyze_run(run: str | Path, *, results_dir: Path = Path("results"), data_di
     if codebook is not None:
         latents = None
         if getattr(model.quantizer, "codebook_in_latent_space", True):
-            latents = sample_latents(model, split_batches(ds, cfg, split=split, device=dev))
+            latents = sample_latents(model, model_inputs(ds, cfg, split=split, device=dev))
         figures.append(out / "codebook_pca.png")
         _plot_embedding(codebook.cpu(), code_use, latents, title, figures[-1])
     figures.append(out / "code_usage.png")

@@ -1,6 +1,7 @@
 """The `svqbench` command line: parses, validates, calls library functions; no logic of its own."""
 from __future__ import annotations
 
+import inspect
 import sys
 from pathlib import Path
 from typing import Optional
@@ -8,6 +9,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
+from svqbench.data import prepare_names
 from svqbench.errors import UserError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -53,69 +55,66 @@ class RichReporter:
         err_console.print(message, markup=False, highlight=False, soft_wrap=True)
 
 
-@app.command()
-def run(
-    dataset: Optional[str] = typer.Option(None, help="prepared dataset name (default: embedded)"),
-    scale: Optional[str] = typer.Option(None, help="quick (2 CPU cores, minutes) or paper"),
-    backbone: Optional[str] = typer.Option(None, help="translator, e.g. gsta"),
-    quantizer: Optional[str] = typer.Option(None, help="none | svq | svq-raw | mlp | vq | rvq | grvq | mhvq | "
-                                                         "rvq-stochastic | rfsq | lfq | rlfq (docs/quantizers.md)"),
-    seed: Optional[int] = typer.Option(None),
-    epochs: Optional[int] = typer.Option(None),
-    batch_size: Optional[int] = typer.Option(None),
-    lr: Optional[float] = typer.Option(None),
-    schedule: Optional[str] = typer.Option(None, help="cosine | onecycle | constant"),
-    loss: Optional[str] = typer.Option(None, help="l1 | l2"),
-    patience: Optional[int] = typer.Option(None, help="early-stop patience in epochs (validation split)"),
-    max_steps_per_epoch: Optional[int] = typer.Option(None, help="cap optimiser steps per epoch (0 = all windows)"),
-    max_val_windows: Optional[int] = typer.Option(None, help="validate on this many evenly spaced windows (0 = all)"),
-    norm: Optional[str] = typer.Option(None, help="global | window (per-window input mean removed)"),
-    hid_s: Optional[int] = typer.Option(None), hid_t: Optional[int] = typer.Option(None),
-    n_s: Optional[int] = typer.Option(None), n_t: Optional[int] = typer.Option(None),
-    drop_path: Optional[float] = typer.Option(None),
-    codebook_size: Optional[int] = typer.Option(None, help="codebook size K (default: the dataset preset's for svq, "
-                                                           "Table 11's for the baselines)"),
-    codebook_init: Optional[str] = typer.Option(None, help="normal | kaiming_uniform | xavier | sparse | trunc_normal | orthogonal"),
-    frozen_codebook: Optional[bool] = typer.Option(None, "--frozen-codebook/--learnable-codebook"),
-    svq_impl: Optional[str] = typer.Option(None, help="factorized (default) | dense (the paper's reference path)"),
-    svq_hidden: Optional[int] = typer.Option(None, help="SVQ hidden width (128; bucket shape: 1280 with K 1280); "
-                                                        "also the mlp control's"),
-    svq_one_layer: Optional[bool] = typer.Option(None, "--svq-one-layer", help="SVQ weights W = zA + a (Table 6)"),
-    svq_post_relu: Optional[bool] = typer.Option(None, "--svq-post-relu",
-                                                 help="SVQ weights W = ReLU(MLP(z)) (Table 6; uses the dense path)"),
-    svq_frozen_projection: Optional[bool] = typer.Option(None, "--svq-frozen-projection",
-                                                         help="freeze SVQ's MLP projection (Table 15)"),
-    placement: Optional[str] = typer.Option(None, help="quantizer before | after the translator"),
-    noise: Optional[float] = typer.Option(None, help="training-time noise fraction eta (Table 5)"),
-    recipe: Optional[str] = typer.Option(None, help="take the config of one recipe cell (recipes/NAME.toml or a "
-                                                    "path); options given here still win"),
+def _config_flags() -> list[inspect.Parameter]:
+    """One flag per RunConfig field, its help from the field and its choices from the registries.
+    Every value defaults to None, meaning "not given": the config layers below decide."""
+    from dataclasses import fields
+
+    from svqbench.config import RunConfig, choices
+    kinds = {"int": int, "float": float, "str": str, "bool": bool}
+    params = []
+    for f in fields(RunConfig):
+        kind = kinds[f.type]
+        flag = f.name.replace("_", "-")
+        decls = [f.metadata.get("flag") or (f"--{flag}/--no-{flag}" if kind is bool else f"--{flag}")]
+        allowed = choices(f.name)
+        text = f.metadata["help"] + (f": {' | '.join(allowed)}" if allowed else "")
+        text += f" [default: {f.default}]" if f.name in ("dataset", "scale") else \
+            f" [default: the preset's, else {f.default}]"
+        params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, annotation=Optional[kind],
+                                        default=typer.Option(None, *decls, help=text, show_default=False)))
+    return params
+
+
+def _run_options(
+    recipe: Optional[str] = typer.Option(None, help="take the config of one recipe cell (a recipe name such as "
+                                                    "table7, or a .toml path); flags given here still win"),
     cell: Optional[str] = typer.Option(None, help="which cell of --recipe (label as `svqbench sweep --dry-run` "
                                                   "lists them); needed when the recipe scale has several"),
-    name: Optional[str] = typer.Option(None, help="run id (default: derived from the config and time)"),
+    name: Optional[str] = typer.Option(None, help="run id [default: derived from the config and time]"),
     device: str = typer.Option("cpu", help="cpu | cuda | cuda:N (under torchrun: cuda:LOCAL_RANK)"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
     resume: Optional[str] = typer.Option(None, help="continue a killed run (run id under --results-dir, or its "
                                                     "folder) from its last good checkpoint, with its saved config"),
-    precision: Optional[str] = typer.Option(None, help="fp32 (default) | bf16 | fp16 autocast (docs/scaling.md)"),
-    compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the model"),
+    precision: Optional[str] = typer.Option(None, help="autocast: fp32 | bf16 | fp16 [default: fp32] (docs/scaling.md)"),
+    compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the model [default: no]"),
     channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last",
-                                                 help="channels-last memory format (faster convs on GPU)"),
+                                                 help="channels-last memory format (faster convs on GPU) [default: no]"),
     checkpoint_every: Optional[int] = typer.Option(None, help="optimiser steps between mid-epoch checkpoints "
-                                                              "(default 500; 0 = epoch ends only)"),
+                                                              "(0 = epoch ends only) [default: 500]"),
     results_dir: Path = RESULTS,
     data_dir: Optional[Path] = DATA,
 ):
+    """The `run` flags that are not part of the run's config."""
+
+
+RUNTIME = ("precision", "compile", "channels_last", "checkpoint_every")
+
+
+def run(**values):
     """Train SimVP with a quantizer, evaluate on the test split once, add a leaderboard row.
 
+    Every config value has a flag; precedence: defaults < dataset preset < --recipe cell < flags.
     Multi-GPU / multi-node: torchrun --nproc_per_node N -m svqbench run ... (docs/scaling.md)."""
-    runtime = dict(precision=precision, compile=compile, channels_last=channels_last, checkpoint_every=checkpoint_every)
-    cli = {k: v for k, v in locals().items()
-           if k not in ("name", "device", "quiet", "results_dir", "data_dir", "resume", "runtime", "recipe", "cell",
-                        *runtime)}
-    from svqbench.config import resolve
+    from svqbench.config import field_names, resolve
     from svqbench.errors import RunFailed
     from svqbench.experiment import resume_experiment, run_experiment
     from svqbench.train import TrainOptions
+    cli = {k: v for k, v in values.items() if k in field_names()}
+    runtime = {k: values[k] for k in RUNTIME}
+    recipe, cell, name, resume = values["recipe"], values["cell"], values["name"], values["resume"]
+    results_dir, data_dir, device = values["results_dir"], values["data_dir"], values["device"]
+    reporter = RichReporter(values["quiet"])
     try:
         if resume is not None:
             given = sorted(f"--{k.replace('_', '-')}" for k, v in cli.items() if v is not None)
@@ -125,16 +124,16 @@ def run(
                 raise UserError(f"--resume {resume} continues with the run's saved config; drop "
                                 f"{', '.join(given + (['--name'] if name is not None else []))}")
             metrics = resume_experiment(resume, results_dir=results_dir, data_dir=data_dir, device=device,
-                                        reporter=RichReporter(quiet), **runtime)
+                                        reporter=reporter, **runtime)
         else:
             from svqbench.recipes import load_recipe, select_cell
-            layer = select_cell(load_recipe(recipe), scale or "quick", cell).overrides if recipe else None
             if cell is not None and recipe is None:
                 raise UserError(f"--cell {cell} needs --recipe FILE")
+            layer = select_cell(load_recipe(recipe), cli["scale"] or "quick", cell).overrides if recipe else None
             cfg = resolve(recipe=layer, cli=cli, data_dir=data_dir)
             options = TrainOptions(**{k: v for k, v in runtime.items() if v is not None})
             metrics = run_experiment(cfg, results_dir=results_dir, data_dir=data_dir, run_id=name, device=device,
-                                     reporter=RichReporter(quiet), options=options)
+                                     reporter=reporter, options=options)
     except KeyboardInterrupt:
         err_console.print("interrupted: leaderboard unchanged; continue with `svqbench run --resume RUN`",
                           markup=False, highlight=False)
@@ -147,13 +146,19 @@ def run(
     t, p = metrics["test"], metrics["persistence"]
     console.print(f"[bold]{metrics['run_id']}[/] test MSE {t['mse_per_pixel']:.4f}  MAE {t['mae_per_pixel']:.4f}  "
                   f"(persistence MAE {p['mae_per_pixel']:.4f}, climatology MAE "
-                  f"{metrics['climatology']['mae_per_pixel']:.4f}) -> {results_dir / metrics['run_id']}")
+                  f"{metrics['climatology']['mae_per_pixel']:.4f}) -> {metrics['run_dir']}",
+                  markup=True, highlight=False)
+
+
+run.__signature__ = inspect.Signature(_config_flags() + [p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
+                                                         for p in inspect.signature(_run_options, eval_str=True).parameters.values()])
+app.command(name="run")(run)
 
 
 @app.command()
 def prepare(
-    name: str = typer.Argument(..., help="embedded, weatherbench-s (all four), weatherbench-s-t2m|r|uv10|tcc, "
-                                         "weatherbench-m, taxibj, kth, kitticaltech, human36m, netcdf"),
+    name: str = typer.Argument(..., help=f"{' | '.join(prepare_names())} "
+                                         "(weatherbench-s: its four tasks; netcdf: your own file, see --name)"),
     from_paths: Optional[list[Path]] = typer.Option(None, "--from", help="local source: zip, folder or file (repeatable)"),
     source: Optional[str] = typer.Option(None, help="weatherbench: wb1 (NetCDF, hourly) | wb2 (zarr, 6-hourly)"),
     years: Optional[str] = typer.Option(None, help="TRAIN,VAL,TEST years, e.g. 2010-2015,2016,2017-2018"),
@@ -190,13 +195,13 @@ def datasets(data_dir: Optional[Path] = DATA):
     """List prepared datasets with their size and splits."""
     from rich.table import Table
 
-    from svqbench.data import source_names
+    from svqbench.data import dataset_names
     from svqbench.data.prepared import PreparedDataset, data_root
     root = data_root(data_dir)
     table = Table("name", "frames (N, C, H, W)", "in -> out", "train/val/test windows", "MB", "status")
     user = sorted(q.parent.name for q in root.glob("*/meta.json")  # e.g. from `svqbench prepare netcdf`
-                  if q.parent.name not in source_names() and not q.parent.name.startswith("."))
-    for name in source_names() + user:
+                  if q.parent.name not in dataset_names() and not q.parent.name.startswith("."))
+    for name in dataset_names() + user:
         path = root / name
         if not path.exists():
             table.add_row(name, "", "", "", "", "not prepared")
@@ -226,17 +231,17 @@ def print_table(table) -> None:
 @app.command()
 def compare(directory: Path = typer.Argument(Path("results"), help="results folder or a leaderboard CSV"),
             csv: Optional[Path] = typer.Option(None, "--csv", help="also write the table as CSV"),
-            paper: Optional[Path] = typer.Option(None, "--paper", help="published tables to put beside paper-scale "
-                                                 "runs (default: results/paper when present)"),
+            paper: Optional[Path] = typer.Option(None, "--paper", help="folder of published tables (CSV) to put beside "
+                                                 "paper-scale runs [default: the paper's tables shipped with svqbench]"),
             plots: Optional[Path] = typer.Option(None, "--plots", help="write figures (PNG) to this folder"),
             data_dir: Optional[Path] = DATA):
     """Leaderboard grouped by dataset and backbone: mean +- std over seeds, improvement % over the `none`
     run of the same cell, and the published value and gap where a paper-scale run matches one."""
     from rich.table import Table
 
-    from svqbench.results import PAPER_DIR, compare_table, load_leaderboards, load_paper
+    from svqbench.results import compare_table, load_leaderboards, load_paper
     board = load_leaderboards(directory)
-    published = load_paper(paper) if paper is not None else load_paper(PAPER_DIR) if PAPER_DIR.is_dir() else None
+    published = load_paper(paper)
     table_df = compare_table(board, published)
     usage_headers = {"train_aux_loss": "aux loss", "perplexity": "perplexity", "perplexity_theta2": "perpl. θ=2",
                      "perplexity_theta3": "perpl. θ=3", "weight_kurtosis": "kurt. W", "codebook_kurtosis": "kurt. M",
@@ -312,7 +317,8 @@ def evaluate(run: str = typer.Argument(..., help="run folder, run id under --res
 
 @app.command()
 def sweep(
-    recipe: str = typer.Argument(..., help="recipe file (recipes/table5.toml) or name (table5)"),
+    recipe: str = typer.Argument(..., help="recipe name (table5: ./recipes/table5.toml if you have one, else the "
+                                           "one shipped with svqbench) or a .toml path"),
     scale: str = typer.Option("quick", help="quick (2 CPU cores, minutes per run) or paper (published settings)"),
     seeds: Optional[int] = typer.Option(None, help="seeds per cell (default: the recipe's); seed, seed+1, ..."),
     cells: Optional[str] = typer.Option(None, help="only cells whose label matches this glob, e.g. 'svq-*'"),
@@ -377,7 +383,7 @@ def profile(
     from svqbench.config import resolve
     from svqbench.profile import append_rows, dataset_shape, profile_rows
     cfg = resolve(cli=dict(dataset=dataset, backbone=backbone, quantizer=quantizer, scale=scale,
-                           codebook_size=codebook_size, svq_impl=svq_impl, batch_size=batch_size))
+                           codebook_size=codebook_size, svq_impl=svq_impl, batch_size=batch_size), data_dir=data_dir)
     rows = profile_rows(cfg, dataset_shape(cfg.dataset, data_dir), device=device, steps=steps)
     shown = ("params_trainable", "params_frozen", "codebook_buffers", "passes", "macs_per_pass_g", "macs_g",
              "flops_g", "forward_ms", "train_step_ms", "train_samples_per_s", "weights_mb", "peak_step_memory_mb")

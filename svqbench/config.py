@@ -1,6 +1,9 @@
 """Run configuration. Precedence: defaults < dataset preset (scale) < recipe < command line.
 
-Every run writes its resolved config; an unknown key anywhere is an error, never ignored.
+Every run writes its resolved config; an unknown key anywhere is an error, never ignored. Each
+RunConfig field carries its help line (`metadata["help"]`), from which the CLI makes its flag.
+Presets live with their dataset (`svqbench.data`); quantizers declare the fields they read
+(`svqbench.quantizers`); the building blocks shared by many presets are defined here.
 """
 from __future__ import annotations
 
@@ -12,68 +15,64 @@ from typing import Any
 from svqbench.errors import UserError
 
 
+def _opt(default: Any, help: str, *, flag: str | None = None) -> Any:
+    """A RunConfig field with its command-line help (and its flag spelling when not --field-name)."""
+    return dataclasses.field(default=default, metadata={"help": help, **({"flag": flag} if flag else {})})
+
+
 @dataclass(frozen=True)
 class RunConfig:
-    dataset: str = "embedded"
-    scale: str = "quick"
-    backbone: str = "gsta"
-    quantizer: str = "svq"
-    seed: int = 42
+    dataset: str = _opt("embedded", "prepared dataset name (`svqbench datasets` lists them)")
+    scale: str = _opt("quick", "preset scale: quick (2 CPU cores, minutes) or paper (published settings)")
+    backbone: str = _opt("gsta", "SimVP translator")
+    quantizer: str = _opt("svq", "quantizer between encoder and translator (docs/quantizers.md)")
+    seed: int = _opt(42, "seed of weights, shuffling and noise")
     # model
-    hid_s: int = 32
-    hid_t: int = 256
-    n_s: int = 2
-    n_t: int = 8
-    mlp_ratio: float = 8.0
-    drop_path: float = 0.0
-    placement: str = "before"
+    hid_s: int = _opt(32, "encoder/decoder channels (the latent width C)")
+    hid_t: int = _opt(256, "translator hidden channels")
+    n_s: int = _opt(2, "encoder/decoder blocks (every second one halves the frame)")
+    n_t: int = _opt(8, "translator blocks")
+    mlp_ratio: float = _opt(8.0, "translator MLP expansion ratio")
+    drop_path: float = _opt(0.0, "final stochastic-depth rate of the translator (linear from 0.01)")
+    placement: str = _opt("before", "quantizer before or after the translator (Table 15)")
     # SVQ
-    codebook_size: int = 10000
-    svq_hidden: int = 128
-    codebook_init: str = "kaiming_uniform"
-    frozen_codebook: bool = False
-    svq_impl: str = "factorized"
+    codebook_size: int = _opt(10000, "codebook size K (svq: the preset's; baselines: Table 11's)")
+    svq_hidden: int = _opt(128, "SVQ hidden width (bucket shape: 1280 with K 1280); also the mlp control's")
+    codebook_init: str = _opt("kaiming_uniform", "codebook initialiser (svq, svq-raw)")
+    frozen_codebook: bool = _opt(False, "freeze the codebook (svq, svq-raw)", flag="--frozen-codebook/--learnable-codebook")
+    svq_impl: str = _opt("factorized", "SVQ path: factorized ReLU(zA+a)(BM)+bM, or dense (the paper's)")
     # SVQ ablations (Tables 6, 15): W = zA + a; W = ReLU(MLP(z)) (forces the dense path); frozen MLP
-    svq_one_layer: bool = False
-    svq_post_relu: bool = False
-    svq_frozen_projection: bool = False
+    svq_one_layer: bool = _opt(False, "SVQ weights W = zA + a (Table 6)")
+    svq_post_relu: bool = _opt(False, "SVQ weights W = ReLU(MLP(z)) (Table 6; uses the dense path)")
+    svq_frozen_projection: bool = _opt(False, "freeze SVQ's MLP projection (Table 15)")
+    svq_hidden_cap: bool = _opt(False, "cap SVQ's hidden width at K when K is smaller, as the reference code does "
+                                       "(its Table 6 K=10 rows: hidden 10)")
+    svq_hid_relu: bool = _opt(True, "ReLU after SVQ's first layer (the reference code's hid_relu switch)")
     # data
-    norm: str = "global"
+    norm: str = _opt("global", "global: z-score with train stats; window: remove each window's input mean")
     # optimisation
-    epochs: int = 50
-    batch_size: int = 16
-    lr: float = 5e-3
-    schedule: str = "cosine"
-    warmup_epochs: int = 5
-    warmup_lr: float = 1e-5
-    min_lr: float = 1e-6
-    weight_decay: float = 0.0
-    loss: str = "l1"
-    patience: int = 10
+    epochs: int = _opt(50, "maximum epochs")
+    batch_size: int = _opt(16, "global batch size (split across ranks under torchrun)")
+    lr: float = _opt(5e-3, "peak learning rate (Adam)")
+    schedule: str = _opt("cosine", "learning-rate schedule, stepped per batch")
+    warmup_epochs: int = _opt(5, "cosine: linear warm-up epochs")
+    warmup_lr: float = _opt(1e-5, "cosine: learning rate at the start of the warm-up")
+    min_lr: float = _opt(1e-6, "cosine: final learning rate")
+    weight_decay: float = _opt(0.0, "Adam weight decay (L2)")
+    loss: str = _opt("l1", "forecast loss in normalised space")
+    patience: int = _opt(10, "early-stop patience in epochs (validation split)")
     # caps for CPU-sized runs on big datasets (0 = no cap): optimiser steps per epoch (each epoch draws
     # a fresh random subset of the train windows) and validation windows (an evenly spaced, fixed subset)
-    max_steps_per_epoch: int = 0
-    max_val_windows: int = 0
+    max_steps_per_epoch: int = _opt(0, "cap optimiser steps per epoch (0 = all windows)")
+    max_val_windows: int = _opt(0, "validate on this many evenly spaced windows (0 = all)")
     # training-time noise injection (Table 5): fraction of input elements multiplied by U(-2, 2)
-    noise: float = 0.0
-
-    def quantizer_kwargs(self) -> dict[str, Any]:
-        if self.quantizer == "svq":
-            return dict(codebook_size=self.codebook_size, hidden=self.svq_hidden, init=self.codebook_init,
-                        frozen=self.frozen_codebook, impl=self.svq_impl, one_layer=self.svq_one_layer,
-                        post_relu=self.svq_post_relu, frozen_projection=self.svq_frozen_projection)
-        if self.quantizer == "svq-raw":
-            return dict(codebook_size=self.codebook_size, init=self.codebook_init, frozen=self.frozen_codebook)
-        if self.quantizer == "mlp":
-            return dict(hidden=self.svq_hidden)
-        if self.quantizer == "none":
-            return {}
-        return dict(codebook_size=self.codebook_size)  # the vector-quantize-pytorch baselines
+    noise: float = _opt(0.0, "training-time noise: fraction eta of input elements multiplied by U(-2, 2) (Table 5)")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
+# Fixed sets of values; backbone, quantizer and dataset come from their registries.
 CHOICES: dict[str, tuple[str, ...]] = {
     "scale": ("quick", "paper"),
     "placement": ("before", "after"),
@@ -81,56 +80,49 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "schedule": ("cosine", "onecycle", "constant"),
     "loss": ("l1", "l2"),
     "svq_impl": ("factorized", "dense"),
+    "codebook_init": ("normal", "kaiming_uniform", "xavier", "sparse", "trunc_normal", "orthogonal"),
 }
 
-# The paper's WeatherBench-S t2m recipe (REFERENCE.md): the architecture and optimiser every
+
+def choices(name: str) -> list[str]:
+    """The allowed values of a config field, from its registry or CHOICES; [] when free."""
+    if name == "backbone":
+        from svqbench.models.translators import translator_names
+        return translator_names()
+    if name == "quantizer":
+        from svqbench.quantizers import quantizer_names
+        return quantizer_names()
+    if name == "dataset":
+        from svqbench.data import dataset_names
+        return dataset_names()
+    return list(CHOICES.get(name, ()))
+
+
+# ---- preset building blocks (each dataset's presets live in its module; see svqbench.data)
+
+# The paper's WeatherBench-S t2m recipe (docs/reference.md): the architecture and optimiser every
 # weather preset starts from at paper scale.
-_PAPER_T2M = dict(hid_s=32, hid_t=256, n_t=8, n_s=2, mlp_ratio=8.0, drop_path=0.1, lr=5e-3, batch_size=16,
-                  schedule="cosine", warmup_epochs=5, epochs=50, patience=10, loss="l1", codebook_size=10000,
-                  codebook_init="normal")
-
-# dataset -> scale -> overrides. `quick` trains on 2 CPU cores in minutes.
-PRESETS: dict[str, dict[str, dict[str, Any]]] = {
-    "embedded": {
-        "paper": dict(_PAPER_T2M),
-        "quick": dict(hid_s=16, hid_t=64, n_t=4, n_s=2, mlp_ratio=4.0, drop_path=0.0, lr=5e-3, batch_size=16,
-                      schedule="cosine", warmup_epochs=2, epochs=30, patience=8, loss="l1",
-                      codebook_size=10000, codebook_init="normal", norm="window"),
-    },
-}
-PRESETS["embedded-e1"] = PRESETS["embedded"]
-
-# The paper's datasets (REFERENCE.md, paper Table 10 and the reference configs). Architecture and
-# optimiser at `paper` scale; `quick` keeps the backbone but shrinks the model (and downsamples large
-# frames more) so a few epochs run on 2 CPU cores.
-_PAPER_BASE = dict(_PAPER_T2M, codebook_init="kaiming_uniform")
-_QUICK = dict(hid_s=16, hid_t=64, n_t=4, n_s=2, mlp_ratio=4.0, drop_path=0.0, batch_size=16, schedule="cosine",
-              warmup_epochs=1, epochs=5, patience=3, loss="l1", codebook_size=1000, max_steps_per_epoch=40,
-              max_val_windows=256)
-_VIDEO = dict(hid_s=64, hid_t=256, n_t=6, n_s=2, batch_size=16, epochs=100, patience=50, codebook_size=6000)
+PAPER_T2M = dict(hid_s=32, hid_t=256, n_t=8, n_s=2, mlp_ratio=8.0, drop_path=0.1, lr=5e-3, batch_size=16,
+                 schedule="cosine", warmup_epochs=5, epochs=50, patience=10, loss="l1", codebook_size=10000,
+                 codebook_init="normal")
+# The other datasets' reference configs start from it with kaiming_uniform codebooks.
+PAPER_BASE = dict(PAPER_T2M, codebook_init="kaiming_uniform")
+# `quick` keeps the backbone but shrinks the model so a few epochs run on 2 CPU cores.
+QUICK = dict(hid_s=16, hid_t=64, n_t=4, n_s=2, mlp_ratio=4.0, drop_path=0.0, batch_size=16, schedule="cosine",
+             warmup_epochs=1, epochs=5, patience=3, loss="l1", codebook_size=1000, max_steps_per_epoch=40,
+             max_val_windows=256)
+PAPER_VIDEO = dict(hid_s=64, hid_t=256, n_t=6, n_s=2, batch_size=16, epochs=100, patience=50, codebook_size=6000)
 
 
-def _preset(paper: dict[str, Any], **quick) -> dict[str, dict[str, Any]]:
-    """paper overrides, and the quick scale: same backbone, lr and schedule, a small model."""
+def scales(paper: dict[str, Any], **quick: Any) -> dict[str, dict[str, Any]]:
+    """A dataset's presets: `paper` overrides, and the quick scale (same backbone, lr and schedule,
+    a small model)."""
     same = {k: paper[k] for k in ("backbone", "lr", "schedule", "codebook_init") if k in paper}
-    return {"paper": paper, "quick": {**_QUICK, **same, **quick}}
+    return {"paper": paper, "quick": {**QUICK, **same, **quick}}
 
 
-PRESETS.update({
-    "weatherbench-s-t2m": _preset(dict(_PAPER_T2M, backbone="gsta")),
-    "weatherbench-s-r": _preset(dict(_PAPER_BASE, backbone="swin", lr=1e-3, drop_path=0.2)),
-    "weatherbench-s-uv10": _preset(dict(_PAPER_BASE, backbone="swin", lr=1e-3, drop_path=0.2)),
-    "weatherbench-s-tcc": _preset(dict(_PAPER_BASE, backbone="gsta", lr=1e-2)),
-    "weatherbench-m": _preset(dict(_PAPER_BASE, backbone="moganet", lr=5e-3)),
-    # Table 10 names gSTA; Table 12's 7.84M / 9.45M are the ConvNeXt model (--backbone convnext)
-    "taxibj": _preset(dict(_PAPER_BASE, backbone="gsta", lr=5e-4)),
-    "kth": _preset(_PAPER_BASE | _VIDEO | dict(backbone="incepu", lr=5e-4, schedule="onecycle", warmup_epochs=0),
-                   n_s=4),
-    "kitticaltech": _preset(_PAPER_BASE | _VIDEO | dict(backbone="gsta", lr=1.25e-3, drop_path=0.2,
-                                                        schedule="onecycle"), n_s=4),
-    "human36m": _preset(_PAPER_BASE | _VIDEO | dict(backbone="gsta", hid_t=512, n_s=4, codebook_size=10000, lr=2.5e-4,
-                                                    warmup_epochs=0, epochs=50), n_s=6),  # 256 px -> 32
-})
+# A dataset the user prepared (`svqbench prepare netcdf --name NAME`) has no preset of its own.
+GENERIC_PRESET: dict[str, dict[str, Any]] = {"paper": dict(PAPER_BASE), "quick": dict(QUICK)}
 
 
 def field_names() -> set[str]:
@@ -145,39 +137,39 @@ def _check_keys(values: dict[str, Any], where: str) -> None:
 
 
 def _coerce(name: str, value: Any, where: str) -> Any:
+    """The value as its field's type; a bool is never taken for a number nor a number for a switch."""
     kind = {f.name: f.type for f in fields(RunConfig)}[name]
     try:
         if kind == "bool":
-            if isinstance(value, str):
-                if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                    raise ValueError(value)
-                return value.lower() in ("true", "1", "yes")
-            return bool(value)
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no"):
+                return value.lower() in ("true", "yes")
+            raise ValueError(value)
+        if isinstance(value, bool):
+            raise ValueError(value)
         if kind == "int":
             if isinstance(value, float) and not value.is_integer():
                 raise ValueError(value)
             return int(value)
         if kind == "float":
             return float(value)
-        return str(value)
-    except (TypeError, ValueError):
+        if not isinstance(value, str):
+            raise ValueError(value)
+        return value
+    except (TypeError, ValueError, OverflowError):
         raise UserError(f"bad value {value!r} for {name} in {where}: expected {kind}") from None
 
 
-# A dataset the user prepared (`svqbench prepare netcdf --name NAME`) has no preset of its own.
-GENERIC_PRESET: dict[str, dict[str, Any]] = {
-    "paper": dict(_PAPER_T2M, codebook_init="kaiming_uniform"),
-    "quick": dict(_QUICK),
-}
-
-
-def _preset_for(dataset: str, data_dir: Any) -> dict[str, dict[str, Any]]:
-    if dataset in PRESETS:
-        return PRESETS[dataset]
+def presets_for(dataset: str, data_dir: Any = None) -> dict[str, dict[str, Any]]:
+    """The dataset's presets, or GENERIC_PRESET for a dataset the user prepared under `data_dir`."""
+    from svqbench.data import dataset_names, dataset_spec
+    if dataset in dataset_names():
+        return dataset_spec(dataset).presets
     from svqbench.data.prepared import data_root
     if (data_root(data_dir) / dataset / "meta.json").exists():
         return GENERIC_PRESET
-    raise UserError(f"unknown dataset {dataset!r}; choose one of: {', '.join(sorted(PRESETS))}, "
+    raise UserError(f"unknown dataset {dataset!r}; choose one of: {', '.join(dataset_names())}, "
                     f"or a dataset prepared with `svqbench prepare netcdf --name {dataset}`")
 
 
@@ -196,7 +188,7 @@ def resolve(dataset: str | None = None, scale: str | None = None, recipe: dict[s
         raise UserError(f"unknown scale {scale!r}; choose one of: {', '.join(CHOICES['scale'])}")
     if not isinstance(dataset, str) or not all(c.isalnum() or c in "._-" for c in dataset) or dataset[:1] in ("", "."):
         raise UserError(f"bad dataset name {dataset!r}: use letters, digits, '.', '_' and '-' (not first)")
-    preset = _preset_for(dataset, data_dir)
+    preset = presets_for(dataset, data_dir)
     merged: dict[str, Any] = {"dataset": dataset, "scale": scale}
     for where, layer in (("preset", preset[scale]), ("recipe", recipe), ("command line", cli)):
         for key, value in layer.items():
@@ -204,7 +196,25 @@ def resolve(dataset: str | None = None, scale: str | None = None, recipe: dict[s
     _method_codebook_size(merged, given="codebook_size" in recipe or "codebook_size" in cli)
     cfg = RunConfig(**merged)
     validate(cfg)
+    check_quantizer_fields(cfg, given=set(cli))
     return cfg
+
+
+def check_quantizer_fields(cfg: RunConfig, given: set[str] = frozenset()) -> None:
+    """A quantizer option is refused for a quantizer that does not read it: a switch turned on, or
+    any value given on the command line (`given`). Then the quantizer checks its own values."""
+    from svqbench.quantizers import quantizer_fields, quantizer_spec
+    reads = quantizer_spec(cfg.quantizer).reads()
+    for name, readers in quantizer_fields().items():
+        if name in reads:
+            continue
+        value = getattr(cfg, name)
+        switched = isinstance(value, bool) and value != RunConfig.__dataclass_fields__[name].default
+        if switched or (name in given and not isinstance(value, bool)):
+            flag = name.replace("_", "-")
+            raise UserError(f"--{flag} applies to {' and '.join(readers)} only, not --quantizer {cfg.quantizer}; "
+                            f"drop --{flag}")
+    quantizer_spec(cfg.quantizer).check({kw: getattr(cfg, name) for name, kw in reads.items()})
 
 
 def _method_codebook_size(merged: dict[str, Any], *, given: bool) -> None:
@@ -217,15 +227,11 @@ def _method_codebook_size(merged: dict[str, Any], *, given: bool) -> None:
 
 
 def validate(cfg: RunConfig) -> None:
-    from svqbench.models.translators import translator_names
-    from svqbench.quantizers import quantizer_names
-    for name, allowed in (("backbone", translator_names()), ("quantizer", quantizer_names())):
+    for name in ("backbone", "quantizer", *CHOICES):
+        allowed = choices(name)
         if getattr(cfg, name) not in allowed:
-            raise UserError(f"unknown {name} {getattr(cfg, name)!r}; choose one of: {', '.join(allowed)}")
-    for name, allowed in CHOICES.items():
-        value = getattr(cfg, name)
-        if value not in allowed:
-            raise UserError(f"unknown {name.replace('_', '-')} {value!r}; choose one of: {', '.join(allowed)}")
+            raise UserError(f"unknown {name.replace('_', '-')} {getattr(cfg, name)!r}; "
+                            f"choose one of: {', '.join(allowed)}")
     positive = ("hid_s", "hid_t", "n_s", "epochs", "batch_size", "codebook_size", "svq_hidden")
     for name in positive:
         if getattr(cfg, name) < 1:
@@ -249,14 +255,6 @@ def validate(cfg: RunConfig) -> None:
         value = getattr(cfg, name)
         if not (math.isfinite(value) and value >= 0):
             raise UserError(f"{name.replace('_', '-')} must be a finite number >= 0, got {value}")
-    for flag in ("svq_one_layer", "svq_post_relu", "svq_frozen_projection"):
-        if getattr(cfg, flag) and cfg.quantizer != "svq":
-            raise UserError(f"--{flag.replace('_', '-')} applies to --quantizer svq only, not {cfg.quantizer!r}")
-    from svqbench.quantizers.baselines import METHODS, check_codebook_size
-    if cfg.quantizer in METHODS:
-        check_codebook_size(cfg.quantizer, cfg.codebook_size)
-    if cfg.frozen_codebook and cfg.quantizer not in ("svq", "svq-raw"):
-        raise UserError(f"--frozen-codebook applies to svq and svq-raw, not {cfg.quantizer!r} "
-                        f"(the baselines' EMA codebooks are not trained by the optimiser)")
+    check_quantizer_fields(cfg)
     if cfg.hid_s % 2:
         raise UserError(f"hid-s must be even (GroupNorm with 2 groups), got {cfg.hid_s}")

@@ -11,10 +11,9 @@ Every result carries `metric_set`, which says what was computed and why LPIPS wa
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +24,7 @@ from svqbench.data.prepared import PreparedDataset
 from svqbench.distributed import SINGLE, DistContext, reduce_accumulator
 from svqbench.errors import UserError
 from svqbench.metrics import ErrorAccumulator, ImageQualityAccumulator, LPIPSAccumulator
-from svqbench.train import split_batches, to_tensors
+from svqbench.data.batches import split_batches, to_tensors
 
 KINDS = ("weather", "video", "traffic")
 EVAL_SPLITS = ("test", "val")
@@ -161,81 +160,34 @@ def evaluate_references(ds: PreparedDataset, *, split: str = "test", batch_size:
 
 # ---- re-scoring a saved run ---------------------------------------------------------------------
 
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise UserError(f"{path} is not a readable svqbench file ({e})") from None
-
-
-def config_from_dict(values: dict, where: str) -> RunConfig:
-    """The RunConfig a run saved; keys this version does not know are an error, never ignored."""
-    from svqbench.config import validate
-    known = {f.name for f in fields(RunConfig)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise UserError(f"{where} has config key(s) this svqbench does not know: {', '.join(unknown)}; "
-                        "re-score it with the svqbench version that wrote it")
-    cfg = RunConfig(**values)
-    validate(cfg)
-    return cfg
-
-
-def locate_run(target: str | Path, results_dir: str | Path | None = None) -> tuple[Path, Path]:
-    """(run folder, checkpoint) for a run folder (its best.pt), a run id under `results_dir`, or a
-    checkpoint file."""
-    target = Path(target)
-    if not target.exists() and results_dir is not None and (Path(results_dir) / target).exists():
-        target = Path(results_dir) / target
-    if target.is_dir():
-        checkpoint = target / "best.pt"
-        if not checkpoint.is_file():
-            raise UserError(f"run folder {target} has no best.pt; pass a checkpoint file or a finished run")
-        return target, checkpoint
-    if target.is_file():
-        return target.parent, target
-    raise UserError(f"{target} does not exist; pass a run folder (results/<run-id>), a run id under "
-                    "--results-dir, or a checkpoint file")
-
-
 def evaluate_run(target: str | Path, *, split: str = "test", device: str = "cpu", data_dir=None,
                  results_dir=None, lpips: bool | None = None, lpips_weights=None) -> tuple[Path, dict]:
     """Re-score a run's checkpoint with its saved config; writes <run>/metrics_<split>.json atomically."""
-    from svqbench.data.prepared import open_prepared
-    from svqbench.results import write_json
-    from svqbench.train import build_model
+    from svqbench.atomic import write_json
+    from svqbench.checkpoint import read_weights
+    from svqbench.quantizers.analysis import usage_on_split
+    from svqbench.runs import RECORD, SavedRun, config_from_dict, load_model, locate_checkpoint, open_run
 
     if split not in EVAL_SPLITS:
         raise UserError(f"unknown split {split!r}; choose one of: {', '.join(EVAL_SPLITS)}")
-    run_dir, checkpoint = locate_run(target, results_dir)
-    try:
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many types for a bad file
-        raise UserError(f"{checkpoint} is not a readable checkpoint ({type(e).__name__}: {e})") from None
-    if not isinstance(state, dict) or "model" not in state:
-        raise UserError(f"{checkpoint} holds no model state; pass a checkpoint written by svqbench (best.pt)")
-    saved = _read_json(run_dir / "config.json") if (run_dir / "config.json").is_file() else {}
-    config = state.get("config") or saved.get("config")
-    if config is None:
-        raise UserError(f"neither {checkpoint} nor {run_dir / 'config.json'} holds the run's config")
-    cfg = config_from_dict(config, str(checkpoint))
-    ds = open_prepared(cfg.dataset, data_dir)
-    trained_stats = (saved.get("dataset_meta") or {}).get("stats")
-    if trained_stats is not None and trained_stats != ds.meta["stats"]:
-        raise UserError(f"dataset {cfg.dataset} at {ds.path} is not the one run {run_dir.name} was trained on "
-                        f"(its train statistics differ); pass the --data-dir the run used")
-    model = build_model(cfg, ds)
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as e:
-        raise UserError(f"{checkpoint} does not fit the model its config describes ({str(e).splitlines()[0]})") from None
+    run_dir, checkpoint = locate_checkpoint(target, results_dir)
+    state = read_weights(checkpoint)
+    if (run_dir / RECORD).is_file():
+        run = open_run(run_dir, data_dir=data_dir)
+    elif state.get("config") is not None:  # a checkpoint file on its own carries its config
+        run = SavedRun(run_dir, {}, config_from_dict(state["config"], str(checkpoint)), data_dir)
+    else:
+        raise UserError(f"neither {checkpoint} nor {run_dir / RECORD} holds the run's config")
+    cfg = run.config
+    ds = run.dataset(auto_prepare=True)
+    model = load_model(cfg, ds, checkpoint, device=device)
     dev = torch.device(device)
     t0 = time.perf_counter()
     scores = evaluate_model(model, ds, cfg, split=split, device=dev, lpips=lpips, lpips_weights=lpips_weights)
+    check_finite(scores, f"{run.run_id} on the {split} split", checkpoint)
     refs = evaluate_references(ds, split=split)
-    from svqbench.quantizers.analysis import usage_on_split
     usage = usage_on_split(model, ds, cfg, split=split, device=dev)  # {} without a codebook
-    metrics = {"run_id": saved.get("run_id", run_dir.name), "split": split, "checkpoint": checkpoint.name,
+    metrics = {"run_id": run.run_id, "split": split, "checkpoint": checkpoint.name,
                "checkpoint_epoch": state.get("epoch"), "dataset": cfg.dataset,
                "evaluated": dt.datetime.now().isoformat(timespec="seconds"),
                "eval_seconds": round(time.perf_counter() - t0, 2), split: scores, **refs,
@@ -243,3 +195,14 @@ def evaluate_run(target: str | Path, *, split: str = "test", device: str = "cpu"
     path = run_dir / f"metrics_{split}.json"
     write_json(path, metrics)
     return path, metrics
+
+
+def check_finite(scores: dict, what: str, checkpoint: Path) -> None:
+    """Non-finite metrics mean broken weights: never recorded as a result."""
+    import math
+
+    from svqbench.errors import RunFailed
+    bad = sorted(k for k, v in scores.items() if isinstance(v, float) and not math.isfinite(v))
+    if bad:
+        raise RunFailed(f"non-finite test metrics ({', '.join(bad)}) for {what}: the weights in {checkpoint} "
+                        f"are broken; nothing was recorded")

@@ -17,14 +17,18 @@ from pathlib import Path
 import torch
 
 from svqbench import __version__
-from svqbench.config import RunConfig, resolve
+from svqbench.atomic import write_json
+from svqbench.checkpoint import BEST, read_weights
+from svqbench.config import RunConfig
 from svqbench.data.prepared import open_prepared
 from svqbench.distributed import DistContext, from_environment, shutdown
 from svqbench.errors import UserError
-from svqbench.evaluate import evaluate_model, evaluate_references
+from svqbench.evaluate import check_finite, evaluate_model, evaluate_references
+from svqbench.models import build_model
 from svqbench.quantizers.analysis import LEADERBOARD_KEYS, usage_on_split
-from svqbench.results import LEADERBOARD, append_row, create_run_dir, locked, write_json
-from svqbench.train import NonFiniteError, Reporter, TrainOptions, build_model, train
+from svqbench.results import append_row, create_run_dir, in_leaderboard
+from svqbench.runs import open_run
+from svqbench.train import NonFiniteError, Reporter, TrainOptions, train
 
 
 def default_run_id(cfg: RunConfig) -> str:
@@ -83,7 +87,7 @@ def _run(cfg: RunConfig, *, results_dir: Path, data_dir, run_id, device: str, re
             write_json(run_dir / "metrics.json", {"run_id": run_id, "status": "failed", "failure": e.record(),
                                                   "runtime": runtime})
         raise
-    best = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True) if dist.is_main else None
+    best = read_weights(run_dir / BEST) if dist.is_main else None
     model.load_state_dict(dist.broadcast(best)["model"])
     t0 = time.perf_counter()
     test = evaluate_model(model, ds, cfg, split="test", device=dev, dist=dist)
@@ -100,6 +104,7 @@ def _run(cfg: RunConfig, *, results_dir: Path, data_dir, run_id, device: str, re
                "trainable_params": n_trainable, "runtime": runtime, "test": test, **refs,
                "train_aux_loss": train_aux, "codebook_usage": usage}
     write_json(run_dir / "metrics.json", metrics)
+    metrics = dict(metrics, run_dir=str(run_dir))
     row = {"run_id": run_id, "dataset": cfg.dataset, "scale": cfg.scale, "backbone": cfg.backbone,
            "quantizer": cfg.quantizer, "seed": cfg.seed, "loss": cfg.loss, "norm": cfg.norm, "noise": cfg.noise,
            "epochs_run": result.epochs_run, "best_epoch": result.best_epoch, "params": n_params,
@@ -124,36 +129,13 @@ def check_run_id(run_id: str) -> None:
                         f"at most 200 characters")
 
 
-def in_leaderboard(results_dir: Path, run_id: str) -> bool:
-    import pandas as pd
-    path = Path(results_dir) / LEADERBOARD
-    if not path.exists():
-        return False
-    with locked(path):
-        return run_id in set(pd.read_csv(path, usecols=["run_id"])["run_id"].astype(str))
-
-
-def find_run(run: str | Path, results_dir: Path) -> Path:
-    """A run folder given as a path or as a run id under `results_dir`."""
-    for candidate in (Path(run), Path(results_dir) / str(run)):
-        if (candidate / "config.json").is_file():
-            return candidate
-    raise UserError(f"no run {str(run)!r}: neither {str(Path(run))!r} nor {str(Path(results_dir) / str(run))!r} "
-                    f"holds a config.json; "
-                    f"pass a run folder or a run id under --results-dir")
-
-
 def resume_experiment(run: str | Path, *, results_dir: Path, data_dir: Path | None = None, device: str = "cpu",
                       reporter: Reporter | None = None, precision: str | None = None, compile: bool | None = None,
                       channels_last: bool | None = None, checkpoint_every: int | None = None) -> dict:
     """Continue a killed run from its newest good checkpoint with the config it was started with;
     runtime options default to the saved ones (pass one to change it, e.g. a GPU run resumed on CPU)."""
-    run_dir = find_run(run, results_dir)
-    try:
-        saved = json.loads((run_dir / "config.json").read_text())
-        cfg = resolve(cli=saved["config"], data_dir=data_dir)
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise UserError(f"{run_dir / 'config.json'} is not a readable svqbench run config ({e})") from None
+    saved_run = open_run(run, results_dir=results_dir, data_dir=data_dir)
+    run_dir, saved, cfg = saved_run.dir, saved_run.record, saved_run.config
     metrics_path = run_dir / "metrics.json"
     if metrics_path.exists():
         try:

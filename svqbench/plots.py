@@ -5,15 +5,15 @@ matplotlib is imported inside the functions so `svqbench --help` stays fast.
 """
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from svqbench.atomic import save_figure, write_frame
 from svqbench.errors import UserError
+from svqbench.runs import read_json
 
 
 def _pyplot():
@@ -24,20 +24,7 @@ def _pyplot():
 
 
 def _save(fig, path: Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    os.replace(tmp, path)
-    _pyplot().close(fig)
-    return path
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError) as e:
-        raise UserError(f"cannot read {path} ({e}); is it a finished svqbench run folder?") from None
+    return save_figure(path, fig, dpi=110, bbox_inches="tight")
 
 
 def learning_curves(runs: dict[str, Path], path: Path) -> Path:
@@ -62,7 +49,7 @@ def lead_time_errors(runs: dict[str, Path], path: Path, metric: str = "mae_per_p
     fig, ax = plt.subplots(figsize=(6.5, 4))
     persistence = None
     for (label, run_dir), color in zip(runs.items(), _colors(len(runs))):
-        metrics = _read_json(Path(run_dir) / "metrics.json")
+        metrics = read_json(Path(run_dir) / "metrics.json")
         curve = metrics.get("test", {}).get(f"{metric}_by_lead")
         if curve is None:
             raise UserError(f"{run_dir}/metrics.json has no test {metric}_by_lead")
@@ -131,18 +118,15 @@ def forecast_sample(run_dir: Path, path: Path, *, data_dir: Path | None = None, 
     (columns), in physical units, from the run's best checkpoint."""
     import torch
 
-    from svqbench.config import resolve
-    from svqbench.data.prepared import open_prepared
-    from svqbench.train import build_model, read_batch, to_tensors
-    run_dir = Path(run_dir)
-    cfg = resolve(cli=_read_json(run_dir / "config.json")["config"])
-    ds = open_prepared(cfg.dataset, data_dir, auto_prepare=False)
+    from svqbench.data.batches import read_batch, to_tensors
+    from svqbench.runs import open_run
+    saved = open_run(run_dir, data_dir=data_dir)
+    run_dir, cfg = saved.dir, saved.config
+    ds = saved.dataset()
     n = len(ds.splits[split])
     if not 0 <= index < n:
         raise UserError(f"sample index {index} is outside the {split} split (0..{n - 1})")
-    model = build_model(cfg, ds)
-    model.load_state_dict(torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True)["model"])
-    model.eval()
+    model = saved.model(ds)
     batch = read_batch(ds, split, np.array([index]))
     x, _, offset = to_tensors(ds, batch, cfg.norm, torch.device("cpu"))
     with torch.no_grad():
@@ -182,11 +166,7 @@ def forecast_sample(run_dir: Path, path: Path, *, data_dir: Path | None = None, 
 
 
 def _write_csv(table: pd.DataFrame, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.csv")
-    table.to_csv(tmp, index=False, float_format="%.6g")
-    os.replace(tmp, path)
-    return path
+    return write_frame(path, table, float_format="%.6g")
 
 
 def _colors(n: int) -> list:

@@ -14,7 +14,7 @@ import itertools
 import os
 import statistics
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,50 +22,17 @@ import torch
 
 from svqbench.config import RunConfig
 from svqbench.errors import UserError
-
-
-@dataclass(frozen=True)
-class ForecastShape:
-    in_len: int
-    out_len: int
-    channels: int
-    height: int
-    width: int
-
-
-# The shapes of the paper's datasets (REFERENCE.md), so `svqbench profile` works before `prepare`.
-DATASET_SHAPES: dict[str, ForecastShape] = {
-    "weatherbench-s-t2m": ForecastShape(12, 12, 1, 32, 64),
-    "weatherbench-s-r": ForecastShape(12, 12, 1, 32, 64),
-    "weatherbench-s-uv10": ForecastShape(12, 12, 2, 32, 64),
-    "weatherbench-s-tcc": ForecastShape(12, 12, 1, 32, 64),
-    "weatherbench-m": ForecastShape(4, 4, 12, 32, 64),
-    "taxibj": ForecastShape(4, 4, 2, 32, 32),
-    "kth": ForecastShape(10, 20, 1, 128, 128),
-    "kitticaltech": ForecastShape(10, 1, 3, 128, 160),
-    "human36m": ForecastShape(4, 4, 3, 256, 256),
-    "embedded": ForecastShape(10, 5, 1, 37, 49),
-    "embedded-e1": ForecastShape(10, 5, 1, 37, 49),
-}
+from svqbench.models import ForecastShape, build_model
 
 
 def dataset_shape(name: str, data_dir: str | os.PathLike | None = None) -> ForecastShape:
-    """The paper shape of a known dataset, else the shape of a prepared (e.g. netcdf) dataset."""
-    if name in DATASET_SHAPES:
-        return DATASET_SHAPES[name]
+    """The paper shape of a registered dataset (known before `prepare`), else the shape of a
+    prepared (e.g. netcdf) dataset under `data_dir`."""
+    from svqbench.data import dataset_names, dataset_spec
+    if name in dataset_names():
+        return dataset_spec(name).shape
     from svqbench.data.prepared import open_prepared
-    ds = open_prepared(name, data_dir, auto_prepare=False)
-    h, w = ds.grid
-    return ForecastShape(ds.in_len, ds.out_len, len(ds.channels), h, w)
-
-
-def build_model(cfg: RunConfig, shape: ForecastShape, **overrides: Any):
-    from svqbench.models.simvp import SimVP
-    return SimVP(in_len=shape.in_len, out_len=shape.out_len, channels=shape.channels, height=shape.height,
-                 width=shape.width, hid_s=cfg.hid_s, hid_t=cfg.hid_t, n_s=cfg.n_s, n_t=cfg.n_t,
-                 backbone=cfg.backbone, mlp_ratio=cfg.mlp_ratio, drop_path=cfg.drop_path,
-                 quantizer=cfg.quantizer, quantizer_kwargs=cfg.quantizer_kwargs(), placement=cfg.placement,
-                 **overrides)
+    return ForecastShape.of(open_prepared(name, data_dir, auto_prepare=False))
 
 
 def count_sizes(model: torch.nn.Module) -> dict[str, int]:
@@ -208,19 +175,20 @@ def profile_rows(cfg: RunConfig, shape: ForecastShape, **kwargs: Any) -> list[di
 
 def append_rows(path: Path, rows: list[dict[str, Any]]) -> Path:
     """Append rows to a CSV atomically (temp file + rename, under a lock); new columns are added."""
+    from svqbench.atomic import atomic_write, ensure_dir
     from svqbench.results import locked
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    ensure_dir(path.parent)
     with locked(path):
         old: list[dict[str, Any]] = []
         if path.exists():
             with open(path, newline="") as f:
                 old = list(csv.DictReader(f))
         columns = list(dict.fromkeys(itertools.chain.from_iterable(r.keys() for r in old + rows)))
-        tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-        with open(tmp, "w", newline="") as f:
+
+        def fill(f):
             writer = csv.DictWriter(f, fieldnames=columns)
             writer.writeheader()
             writer.writerows(old + rows)
-        os.replace(tmp, path)
+        atomic_write(path, fill, binary=False)
     return path

@@ -33,7 +33,7 @@ from svqbench.errors import UserError
 SCALES = ("paper", "quick")
 RECIPE_KEYS = {"title", "table", "description", "config", "cells", "grid", "scales"}
 SCALE_KEYS = {"seeds", "config", "cells", "grid"}
-DEFAULT_RECIPE_DIR = Path("recipes")
+USER_RECIPE_DIR = Path("recipes")  # a user's own recipes/NAME.toml wins over the packaged one
 
 
 @dataclass(frozen=True)
@@ -100,25 +100,38 @@ def _describe(overrides: dict[str, Any]) -> str:
     return "-".join(parts)
 
 
-def find_recipe(name_or_path: str | Path, recipe_dir: Path = DEFAULT_RECIPE_DIR) -> Path:
-    """A path to a TOML file, or a bare name looked up as recipes/<name>.toml."""
+def recipe_dirs(recipe_dir: Path | None = None) -> list[Path]:
+    """Where a bare recipe name is looked up, first match wins: `recipe_dir` when given, else the
+    user's ./recipes/ and then the recipes that ship with svqbench."""
+    from svqbench.resources import recipe_dir as packaged
+    return [Path(recipe_dir)] if recipe_dir is not None else [USER_RECIPE_DIR, packaged()]
+
+
+def find_recipe(name_or_path: str | Path, recipe_dir: Path | None = None) -> Path:
+    """A path to a TOML file, or a bare name looked up as <dir>/<name>.toml (see recipe_dirs)."""
     path = Path(name_or_path)
     if path.is_file():
         return path
-    candidate = recipe_dir / f"{name_or_path}.toml"
-    if path.suffix == "" and candidate.is_file():
-        return candidate
-    known = sorted(p.stem for p in recipe_dir.glob("*.toml")) if recipe_dir.is_dir() else []
-    hint = f"; recipes in {recipe_dir}/: {', '.join(known)}" if known else ""
+    dirs = recipe_dirs(recipe_dir)
+    if path.suffix == "" and path.name == str(name_or_path):
+        for folder in dirs:
+            if (folder / f"{name_or_path}.toml").is_file():
+                return folder / f"{name_or_path}.toml"
+    known = sorted({p.stem for folder in dirs if folder.is_dir() for p in folder.glob("*.toml")})
+    hint = f"; known recipes: {', '.join(known)}" if known else ""
     raise UserError(f"recipe {str(name_or_path)!r} not found: pass a .toml path or a recipe name{hint}")
 
 
-def load_recipe(name_or_path: str | Path, recipe_dir: Path = DEFAULT_RECIPE_DIR) -> Recipe:
+def load_recipe(name_or_path: str | Path, recipe_dir: Path | None = None) -> Recipe:
     path = find_recipe(name_or_path, recipe_dir)
     try:
-        raw = tomllib.loads(path.read_text())
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as e:
         raise UserError(f"{path} is not valid TOML ({e})") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is not a UTF-8 text file; save the recipe as UTF-8 TOML") from None
+    except OSError as e:
+        raise UserError(f"cannot read recipe {path}: {e.strerror}") from None
     validate_recipe(raw, path)
     recipe = Recipe(name=path.stem, path=path, title=raw["title"], table=raw.get("table"),
                     description=raw.get("description", ""), raw=raw)

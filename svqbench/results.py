@@ -18,25 +18,21 @@ from typing import Any, Iterator
 
 import pandas as pd
 
+from svqbench.atomic import CannotWrite, ensure_dir, write_frame
 from svqbench.errors import UserError
 
 LEADERBOARD = "leaderboard.csv"
 REFERENCE_ROWS = ("persistence", "climatology")
 
 
-def write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")  # per process: concurrent writers never share it
-    tmp.write_text(json.dumps(obj, indent=1, default=str))
-    os.replace(tmp, path)
-
-
 def create_run_dir(results_dir: Path, run_id: str) -> Path:
-    path = Path(results_dir) / run_id
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = ensure_dir(results_dir) / run_id
     try:
         path.mkdir()
     except FileExistsError:
         raise UserError(f"run directory {path} already exists; pick another --name or remove it") from None
+    except OSError as e:
+        raise CannotWrite(path, e) from None
     return path
 
 
@@ -51,16 +47,41 @@ def locked(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+# Columns that are names, never numbers: a run called `007` or `NA` keeps its name exactly.
+TEXT_COLUMNS = ("run_id", "dataset", "scale", "backbone", "quantizer", "loss", "norm", "precision", "finished",
+                "data_digest")
+
+
+def read_leaderboard(path: Path) -> pd.DataFrame:
+    """A leaderboard CSV with text columns kept as written (pandas would read `007` as 7 and `NA`
+    as missing) and every other column numeric where it can be."""
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    for column in table.columns:
+        if column not in TEXT_COLUMNS:
+            values = table[column].replace("", None)
+            try:
+                table[column] = pd.to_numeric(values)
+            except (ValueError, TypeError):
+                table[column] = values
+    return table
+
+
+def in_leaderboard(results_dir: Path, run_id: str) -> bool:
+    path = Path(results_dir) / LEADERBOARD
+    if not path.exists():
+        return False
+    with locked(path):
+        return run_id in set(read_leaderboard(path)["run_id"])
+
+
 def append_row(results_dir: Path, row: dict[str, Any]) -> Path:
     """Append one row: the whole new file is written beside the old one and renamed over it, so a
     crash leaves either the old or the new leaderboard, never a half row."""
     path = Path(results_dir) / LEADERBOARD
     with locked(path):
-        old = pd.read_csv(path) if path.exists() else pd.DataFrame()
-        new = pd.concat([old, pd.DataFrame([row])], ignore_index=True)
-        tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-        new.to_csv(tmp, index=False)
-        os.replace(tmp, path)
+        old = read_leaderboard(path) if path.exists() else pd.DataFrame()
+        new = pd.concat([old, pd.DataFrame([row])], ignore_index=True) if len(old) else pd.DataFrame([row])
+        write_frame(path, new)
     return path
 
 
@@ -72,7 +93,7 @@ def load_leaderboards(directory: Path) -> pd.DataFrame:
     frames = []
     for f in files:
         try:
-            frames.append(attach_run_configs(pd.read_csv(f), f.parent))
+            frames.append(attach_run_configs(read_leaderboard(f), f.parent))
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
             raise UserError(f"{f} is not a readable leaderboard CSV ({e})") from None
     if not frames:
@@ -125,8 +146,7 @@ def compare_table(board: pd.DataFrame, paper: pd.DataFrame | None = None) -> pd.
 
 # settings that only mean something for a quantizer: ignored for `none` runs
 QUANTIZER_SETTINGS = ("codebook_size", "svq_hidden", "codebook_init", "frozen_codebook", "svq_impl",
-                      "svq_one_layer", "svq_post_relu", "svq_frozen_projection")
-PAPER_DIR = Path("results") / "paper"
+                      "svq_one_layer", "svq_post_relu", "svq_frozen_projection", "svq_hidden_cap", "svq_hid_relu")
 
 
 def attach_run_configs(board: pd.DataFrame, directory: Path) -> pd.DataFrame:
@@ -199,12 +219,14 @@ def same_cell_baseline(runs: pd.DataFrame, methods: dict[str, pd.DataFrame]) -> 
     return None
 
 
-def load_paper(directory: Path = PAPER_DIR) -> pd.DataFrame:
-    """The published numbers: every results/paper/*.csv (long format: match columns, metric, value)."""
-    directory = Path(directory)
+def load_paper(directory: Path | None = None) -> pd.DataFrame:
+    """The published numbers: every *.csv of `directory`, by default the tables that ship with
+    svqbench (svqbench/resources/paper; long format: match columns, metric, value)."""
+    from svqbench.resources import paper_dir
+    directory = paper_dir() if directory is None else Path(directory)
     files = sorted(directory.glob("*.csv")) if directory.is_dir() else []
     if not files:
-        raise UserError(f"no published tables (*.csv) in {directory}; pass --paper DIR with the results/paper files")
+        raise UserError(f"no published tables (*.csv) in {directory}; pass --paper DIR with the published tables (CSV)")
     frames = []
     for f in files:
         try:

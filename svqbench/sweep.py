@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 from svqbench.errors import UserError
 from svqbench.recipes import Cell, Recipe, resolve_cell
-from svqbench.results import LEADERBOARD, locked
+from svqbench.results import LEADERBOARD, locked, read_leaderboard
 
 CLAIMS = ".claims"
 
@@ -72,11 +72,10 @@ def plan(recipe: Recipe, scale: str, *, seeds: int | None = None, cells: str | N
 
 
 def finished_run_ids(directory: Path) -> set[str]:
-    import pandas as pd
     path = directory / LEADERBOARD
     if not path.exists():
         return set()
-    return set(pd.read_csv(path, usecols=["run_id"])["run_id"].astype(str))
+    return set(read_leaderboard(path)["run_id"])
 
 
 def _start_ticks(pid: int) -> int | None:
@@ -144,12 +143,13 @@ def release_claim(directory: Path, run_id: str) -> None:
 def can_resume(run_dir: Path, config: Any) -> bool:
     """A crashed attempt can be continued when it left a checkpoint and was started with this very
     config (a recipe edited since then means the cell must start again)."""
-    from svqbench.train import CHECKPOINT, PREVIOUS_CHECKPOINT
-    if not any((run_dir / name).is_file() for name in (CHECKPOINT, PREVIOUS_CHECKPOINT)):
+    from svqbench.checkpoint import has_checkpoint
+    from svqbench.runs import open_run
+    if not has_checkpoint(run_dir):
         return False
     try:
-        return json.loads((run_dir / "config.json").read_text())["config"] == config.to_dict()
-    except (OSError, ValueError, KeyError, TypeError):
+        return open_run(run_dir).config == config
+    except UserError:  # an unreadable or outdated record: the cell starts again
         return False
 
 

@@ -1,48 +1,45 @@
 """The training loop: plain torch, readable top to bottom.
 
+    train()  ->  setup  ->  restore (on --resume)  ->  for each epoch: train_step ... ; end_of_epoch
+
 Adam; cosine (linear warm-up) / onecycle / constant schedule stepped per batch; L1 or L2 loss in
 normalised space plus the quantizer's auxiliary loss; validation on the validation split after
 every epoch; early stopping and the best checkpoint by validation loss. The test split is never
-touched here.
+touched here. Batches come from `svqbench.data.batches`, checkpoint files from
+`svqbench.checkpoint`, the model from `svqbench.models` (docs/scaling.md for DDP and faults):
 
-Scale and faults (docs/scaling.md):
 - data parallel: with a `DistContext` of N ranks, every optimiser step takes the same global batch
   of `batch_size` windows a single process would take, split into N contiguous shares; each rank's
-  loss is weighted by its share so DDP's gradient average is the global-batch mean. Results match a
-  single process up to float summation order. Rank 0 alone writes files.
-- resumable: `checkpoint.pt` (and the one before it, `checkpoint.prev.pt`) hold the model,
-  optimiser, scheduler, grad scaler, every RNG state, the epoch's shuffle order, the step within
-  the epoch and the early-stopping state, with a content digest; a resumed CPU run in deterministic
-  mode reproduces the uninterrupted one exactly.
+  loss is weighted by its share so DDP's gradient average is the global-batch mean. Rank 0 writes.
+- resumable: checkpoint.pt holds the model, optimiser, scheduler, grad scaler, every RNG state and
+  the loop state (epoch, step, shuffle order, running sums, early-stopping state); a resumed CPU
+  run in deterministic mode reproduces the uninterrupted one exactly.
 - a non-finite loss or gradient stops the run (NonFiniteError) before the optimiser step, so the
   last checkpoint on disk is the last good state.
 """
 from __future__ import annotations
 
 import contextlib
-import csv
-import hashlib
 import math
-import os
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from svqbench.atomic import write_csv
+from svqbench.checkpoint import CHECKPOINT, load_latest_checkpoint, save_best, save_checkpoint
 from svqbench.config import RunConfig
-from svqbench.data.prepared import Batch, PreparedDataset
+from svqbench.data.batches import inject_noise, read_batch, split_batches, to_tensors
+from svqbench.data.prepared import PreparedDataset
 from svqbench.distributed import SINGLE, DistContext
 from svqbench.errors import RunFailed, UserError
-from svqbench.models.simvp import SimVP
 
 PRECISIONS = ("fp32", "bf16", "fp16")
-CHECKPOINT, PREVIOUS_CHECKPOINT = "checkpoint.pt", "checkpoint.prev.pt"
-CHECKPOINT_FORMAT = "svqbench-checkpoint-1"
 
 
 @dataclass(frozen=True)
@@ -79,14 +76,6 @@ class NonFiniteError(RunFailed):
                 "last_good_checkpoint": self.checkpoint, "message": str(self)}
 
 
-def build_model(cfg: RunConfig, ds: PreparedDataset) -> SimVP:
-    h, w = ds.grid
-    return SimVP(in_len=ds.in_len, out_len=ds.out_len, channels=len(ds.channels), height=h, width=w,
-                 hid_s=cfg.hid_s, hid_t=cfg.hid_t, n_s=cfg.n_s, n_t=cfg.n_t, backbone=cfg.backbone,
-                 mlp_ratio=cfg.mlp_ratio, drop_path=cfg.drop_path, quantizer=cfg.quantizer,
-                 quantizer_kwargs=cfg.quantizer_kwargs(), placement=cfg.placement)
-
-
 def lr_lambda(cfg: RunConfig, steps_per_epoch: int) -> Callable[[int], float]:
     """Multiplier of cfg.lr at optimiser step `s` (per-batch schedule)."""
     total = max(1, cfg.epochs * steps_per_epoch)
@@ -118,57 +107,6 @@ def loss_fn(name: str) -> Callable[..., torch.Tensor]:
     return F.l1_loss if name == "l1" else F.mse_loss
 
 
-def inject_noise(x: torch.Tensor, eta: float, gen: torch.Generator, *,
-                 rows: tuple[int, int] | None = None, batch_rows: int | None = None) -> torch.Tensor:
-    """Table 5 protocol: in each sample, exactly int(N * eta) of its N elements, picked uniformly
-    at random, are multiplied by U(-2, 2).
-
-    In data-parallel training `x` holds rows [lo, hi) of a global batch of `batch_rows` samples:
-    every rank draws for the whole global batch from identically seeded generators and keeps its
-    rows, so the noise does not depend on the number of processes."""
-    if eta <= 0:
-        return x
-    b = x.shape[0]
-    lo, hi = rows or (0, b)
-    total_rows = batch_rows or b
-    flat = x.reshape(b, -1).clone()
-    k = int(flat.shape[1] * eta)
-    if k == 0:
-        return x
-    idx = torch.rand((total_rows, flat.shape[1]), generator=gen).argsort(dim=1)[lo:hi, :k].to(x.device)
-    factors = (torch.rand((total_rows, k), generator=gen)[lo:hi] * 4 - 2).to(x.device, x.dtype)
-    flat.scatter_(1, idx, flat.gather(1, idx) * factors)
-    return flat.reshape(x.shape)
-
-
-def to_tensors(ds: PreparedDataset, batch, norm: str, device: torch.device):
-    x, y, offset = ds.normalise(batch, norm)
-    return (torch.from_numpy(np.ascontiguousarray(x)).to(device), torch.from_numpy(np.ascontiguousarray(y)).to(device),
-            torch.from_numpy(np.ascontiguousarray(offset)).to(device))
-
-
-def read_batch(ds: PreparedDataset, split: str, positions: np.ndarray) -> Batch:
-    """The windows at `positions` (indices into ds.splits[split]) as one batch."""
-    pairs = [ds.window(split, int(i)) for i in positions]
-    return Batch(np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs]),
-                 np.asarray(ds.splits[split][positions]))
-
-
-def split_batches(ds: PreparedDataset, split: str, batch_size: int, dist: DistContext = SINGLE, *,
-                  limit: int = 0) -> Iterator[Batch]:
-    """This rank's contiguous share of a split, in order and in batches (the whole split for one
-    process); the shares of all ranks cover every window exactly once, without padding.
-    `limit` > 0 keeps only that many evenly spaced windows of the split (the same ones every time)."""
-    n = len(ds.splits[split])
-    if not dist.enabled and not 0 < limit < n:
-        yield from ds.batches(split, batch_size)
-        return
-    positions = np.arange(n) if not 0 < limit < n else np.unique(np.linspace(0, n - 1, limit).round().astype(np.int64))
-    positions = dist.shard(positions)
-    for i in range(0, len(positions), batch_size):
-        yield read_batch(ds, split, positions[i: i + batch_size])
-
-
 def autocast(device: torch.device, precision: str):
     if precision == "fp32":
         return contextlib.nullcontext()
@@ -192,99 +130,7 @@ def validation_loss(model, ds: PreparedDataset, cfg: RunConfig, device: torch.de
     return float(sums[0] / sums[1])
 
 
-def save_atomic(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def write_log(rows: list[dict], path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
-
-
-# ---------------------------------------------------------------- checkpoints (resume state)
-
-def state_digest(obj: Any) -> str:
-    """sha256 over the content of a checkpoint payload (tensor bytes, dtypes, shapes, plain
-    values), so a flipped bit is caught even where torch.load would read it without complaint."""
-    h = hashlib.sha256()
-
-    def feed(o: Any) -> None:
-        if isinstance(o, torch.Tensor):
-            t = o.detach().cpu().contiguous()
-            h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
-            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-        elif isinstance(o, dict):
-            h.update(b"{")
-            for k in sorted(o, key=repr):
-                feed(k)
-                feed(o[k])
-            h.update(b"}")
-        elif isinstance(o, (list, tuple)):
-            h.update(b"[")
-            for v in o:
-                feed(v)
-            h.update(b"]")
-        else:
-            h.update(f"{type(o).__name__}:{o!r};".encode())
-    feed(obj)
-    return h.hexdigest()
-
-
-def save_checkpoint(payload: dict, run_dir: Path) -> Path:
-    """Write checkpoint.pt atomically and keep the one before it as checkpoint.prev.pt."""
-    path = Path(run_dir) / CHECKPOINT
-    payload = dict(payload, format=CHECKPOINT_FORMAT)
-    payload["digest"] = state_digest({k: v for k, v in payload.items() if k != "digest"})
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(payload, f)
-        f.flush()
-        os.fsync(f.fileno())
-    if path.exists():
-        os.replace(path, path.with_name(PREVIOUS_CHECKPOINT))
-    os.replace(tmp, path)
-    return path
-
-
-def read_checkpoint(path: Path) -> dict:
-    """Load and verify one checkpoint file; ValueError with the reason when it is unusable."""
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise
-    except Exception as e:  # torch raises RuntimeError, EOFError, UnpicklingError, UnicodeDecodeError...
-        raise ValueError(f"unreadable ({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''})") from None
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError("not an svqbench checkpoint")
-    if payload.get("digest") != state_digest({k: v for k, v in payload.items() if k != "digest"}):
-        raise ValueError("content digest mismatch (corrupt)")
-    return payload
-
-
-def load_latest_checkpoint(run_dir: Path, note: Callable[[str], None]) -> tuple[dict, str] | None:
-    """The newest good checkpoint of a run and its file name; corrupt files are reported via
-    `note` and skipped (the previous one is used). None when there is no usable checkpoint."""
-    for name in (CHECKPOINT, PREVIOUS_CHECKPOINT):
-        path = Path(run_dir) / name
-        try:
-            return read_checkpoint(path), name
-        except FileNotFoundError:
-            continue
-        except ValueError as e:
-            note(f"checkpoint {path} is {e}; falling back to the previous one")
-    return None
-
-
-# ---------------------------------------------------------------- the loop
+# ---------------------------------------------------------------- progress
 
 @dataclass
 class TrainResult:
@@ -314,6 +160,8 @@ class QuietReporter(Reporter):
     def note(self, message: str) -> None: ...
 
 
+# ---------------------------------------------------------------- state
+
 @dataclass
 class LoopState:
     """Where the loop is: everything besides module/optimiser state that a resume needs."""
@@ -323,6 +171,8 @@ class LoopState:
     order: np.ndarray | None = None  # the current epoch's shuffle (None between epochs)
     loss_sum: float = 0.0         # this epoch's train loss * samples so far (all ranks on rank 0)
     samples: int = 0
+    aux_sum: float = 0.0          # this epoch's quantizer aux loss summed over steps (rank 0's)
+    aux_steps: int = 0
     best: float = math.inf
     best_epoch: int = -1
     bad_epochs: int = 0
@@ -340,165 +190,218 @@ class LoopState:
         return cls(**{**d, "order": None if order is None else order.numpy()})
 
 
-def _rng_states(device: torch.device) -> dict:
-    return {"torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+@dataclass
+class Training:
+    """Everything the loop works on, made once by `setup`."""
+    cfg: RunConfig
+    ds: PreparedDataset
+    model: torch.nn.Module        # the module whose state is saved
+    forward: torch.nn.Module      # the model, compiled when asked (also used for validation)
+    net: torch.nn.Module          # what a training step calls: `forward`, wrapped in DDP under torchrun
+    params: list[torch.nn.Parameter]
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    crit: Callable[..., torch.Tensor]
+    rng: np.random.Generator      # shuffling
+    noise_gen: torch.Generator    # Table 5 noise
+    steps_per_epoch: int
+    device: torch.device
+    options: TrainOptions
+    dist: DistContext
+    run_dir: Path
+    state: LoopState = field(default_factory=LoopState)
+    last_good: str | None = None  # the checkpoint a failure can fall back to
 
 
-def train(cfg: RunConfig, ds: PreparedDataset, model: SimVP, run_dir: Path, *, device: torch.device,
-          reporter: Reporter | None = None, options: TrainOptions | None = None,
-          dist: DistContext = SINGLE) -> TrainResult:
-    options = options or TrainOptions()
-    reporter = (reporter or Reporter()) if dist.is_main else QuietReporter()
-    run_dir = Path(run_dir)
+def setup(cfg: RunConfig, ds: PreparedDataset, model, run_dir: Path, *, device: torch.device,
+          options: TrainOptions, dist: DistContext) -> Training:
     model.to(device)
     if options.channels_last:
         model.to(memory_format=torch.channels_last)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    n_train = len(ds.splits["train"])
     steps_per_epoch = ds.num_batches("train", cfg.batch_size)
     if cfg.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg, steps_per_epoch))
-    scaler = torch.amp.GradScaler(device.type, enabled=options.precision == "fp16")
-    crit = loss_fn(cfg.loss)
-    rng = np.random.default_rng(cfg.seed)
-    noise_gen = torch.Generator().manual_seed(cfg.seed + 1)
-    state, last_good = LoopState(), None
+    return Training(cfg=cfg, ds=ds, model=model, forward=model, net=model, params=params, opt=opt,
+                    sched=torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg, steps_per_epoch)),
+                    scaler=torch.amp.GradScaler(device.type, enabled=options.precision == "fp16"),
+                    crit=loss_fn(cfg.loss), rng=np.random.default_rng(cfg.seed),
+                    noise_gen=torch.Generator().manual_seed(cfg.seed + 1), steps_per_epoch=steps_per_epoch,
+                    device=device, options=options, dist=dist, run_dir=Path(run_dir))
 
-    if options.resume:
-        found = load_latest_checkpoint(run_dir, reporter.note) if dist.is_main else None
-        found = dist.broadcast(found)
-        if found is None:
-            reporter.note(f"no usable checkpoint in {run_dir}; training from the start")
-        else:
-            ckpt, last_good = found
-            model.load_state_dict(ckpt["model"])
-            opt.load_state_dict(ckpt["optimizer"])
-            sched.load_state_dict(ckpt["scheduler"])
-            if ckpt["scaler"]:  # empty when saved by a run without fp16 (precision may change on resume)
-                scaler.load_state_dict(ckpt["scaler"])
-            rng.bit_generator.state = ckpt["rng"]["numpy"]
-            noise_gen.set_state(ckpt["rng"]["noise"])
-            ranks = ckpt["rng"]["ranks"]
-            mine = ranks[dist.rank] if len(ranks) == dist.world_size else ranks[0]
-            torch.set_rng_state(mine["torch"])
-            if device.type == "cuda" and mine["cuda"] is not None:
-                torch.cuda.set_rng_state(mine["cuda"], device)
-            state = LoopState.from_dict(ckpt["loop"])
-            if not dist.is_main:  # rank 0 carries the epoch's partial sums of all ranks
-                state.loss_sum, state.samples = 0.0, 0
-            if dist.is_main:
-                reporter.note(f"resuming {run_dir.name} from {last_good}: epoch {state.epoch} step {state.step}")
 
-    forward = torch.compile(model) if options.compile else model  # also used for validation
-    net = forward
-    if dist.enabled:
+def wrap_model(t: Training) -> None:
+    """torch.compile and DDP, after the weights are restored."""
+    t.forward = torch.compile(t.model) if t.options.compile else t.model
+    t.net = t.forward
+    if t.dist.enabled:
         from torch.nn.parallel import DistributedDataParallel
         # static_graph: the set of parameters a step uses never changes, and may leave some out
         # (a quantizer's unused projection), which DDP then handles without a graph search per step
-        net = DistributedDataParallel(forward, device_ids=[device.index] if device.type == "cuda" else None,
-                                      static_graph=True, gradient_as_bucket_view=True)
+        t.net = DistributedDataParallel(t.forward, device_ids=[t.device.index] if t.device.type == "cuda" else None,
+                                        static_graph=True, gradient_as_bucket_view=True)
 
-    def checkpoint() -> None:
-        nonlocal last_good
-        partial = torch.tensor([state.loss_sum, float(state.samples)], dtype=torch.float64)
-        dist.all_reduce_sum([partial])
-        state.loss_sum, state.samples = (float(partial[0]), int(partial[1])) if dist.is_main else (0.0, 0)
-        ranks = dist.gather(_rng_states(device))
+
+def _rng_states(device: torch.device) -> dict:
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+
+
+def restore(t: Training, reporter: Reporter) -> None:
+    """Continue from the newest good checkpoint of the run folder (rank 0 reads, all ranks load)."""
+    dist = t.dist
+    found = load_latest_checkpoint(t.run_dir, reporter.note) if dist.is_main else None
+    found = dist.broadcast(found)
+    if found is None:
+        reporter.note(f"no usable checkpoint in {t.run_dir}; training from the start")
+        return
+    ckpt, t.last_good = found
+    t.model.load_state_dict(ckpt["model"])
+    t.opt.load_state_dict(ckpt["optimizer"])
+    t.sched.load_state_dict(ckpt["scheduler"])
+    if ckpt["scaler"]:  # empty when saved by a run without fp16 (precision may change on resume)
+        t.scaler.load_state_dict(ckpt["scaler"])
+    t.rng.bit_generator.state = ckpt["rng"]["numpy"]
+    t.noise_gen.set_state(ckpt["rng"]["noise"])
+    ranks = ckpt["rng"]["ranks"]
+    mine = ranks[dist.rank] if len(ranks) == dist.world_size else ranks[0]
+    torch.set_rng_state(mine["torch"])
+    if t.device.type == "cuda" and mine["cuda"] is not None:
+        torch.cuda.set_rng_state(mine["cuda"], t.device)
+    t.state = LoopState.from_dict(ckpt["loop"])
+    if not dist.is_main:  # rank 0 carries the epoch's partial sums of all ranks
+        t.state.loss_sum, t.state.samples = 0.0, 0
+    if dist.is_main:
+        reporter.note(f"resuming {t.run_dir.name} from {t.last_good}: epoch {t.state.epoch} step {t.state.step}")
+
+
+def save_resume_state(t: Training) -> None:
+    """checkpoint.pt: everything `restore` needs (the partial loss sums of all ranks on rank 0)."""
+    state, dist = t.state, t.dist
+    partial = torch.tensor([state.loss_sum, float(state.samples)], dtype=torch.float64)
+    dist.all_reduce_sum([partial])
+    state.loss_sum, state.samples = (float(partial[0]), int(partial[1])) if dist.is_main else (0.0, 0)
+    ranks = dist.gather(_rng_states(t.device))
+    if dist.is_main:
+        save_checkpoint({"model": t.model.state_dict(), "optimizer": t.opt.state_dict(),
+                         "scheduler": t.sched.state_dict(), "scaler": t.scaler.state_dict(),
+                         "rng": {"numpy": t.rng.bit_generator.state, "noise": t.noise_gen.get_state(),
+                                 "ranks": ranks},
+                         "loop": state.to_dict(), "world_size": dist.world_size,
+                         "precision": t.options.precision, "config": t.cfg.to_dict()}, t.run_dir)
+    t.last_good = CHECKPOINT
+
+
+# ---------------------------------------------------------------- one step, one epoch end
+
+def train_step(t: Training) -> float:
+    """One optimiser step on this rank's share of the next global batch; returns its loss."""
+    cfg, state, dist = t.cfg, t.state, t.dist
+    positions = state.order[state.step * cfg.batch_size: (state.step + 1) * cfg.batch_size]
+    lo, hi = dist.bounds(len(positions))
+    # a rank whose share is empty (global batch smaller than the world) still runs
+    # forward/backward on one window with weight 0, as DDP needs every rank
+    share = (hi - lo) / len(positions)
+    if hi == lo:
+        lo, hi = 0, 1
+    mine = positions[lo:hi]
+    x, y, _ = to_tensors(t.ds, read_batch(t.ds, "train", mine), cfg.norm, t.device)
+    x = inject_noise(x, cfg.noise, t.noise_gen, rows=(lo, hi), batch_rows=len(positions))
+    if t.options.channels_last:
+        x = x.contiguous()
+    with autocast(t.device, t.options.precision):
+        pred, aux = t.net(x)
+    forecast = t.crit(pred.float(), y)
+    loss = forecast + aux + t.model.regularizer(pred.float(), y)  # TAU's divergence term, else 0
+    # DDP averages gradients over ranks: weight by share * world so the average is the
+    # gradient of the global-batch loss (identical to one process for equal shares)
+    weighted = loss * (share * dist.world_size) if dist.enabled else loss
+    t.opt.zero_grad(set_to_none=True)
+    t.scaler.scale(weighted).backward()
+    t.scaler.unscale_(t.opt)
+    grads = [p.grad for p in t.params if p.grad is not None]
+    norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=t.device)
+    loss_ok, grad_ok = bool(torch.isfinite(loss)), bool(torch.isfinite(norm))
+    if t.options.precision == "fp16":
+        grad_ok = True  # the grad scaler skips overflowing steps and lowers its scale
+    if dist.any(not (loss_ok and grad_ok)):
+        what = "loss" if not loss_ok else "gradient" if not grad_ok else "loss or gradient on another rank"
+        raise NonFiniteError(state.epoch, state.step, what, t.last_good)
+    t.scaler.step(t.opt)
+    t.scaler.update()
+    t.sched.step()
+    value = loss.item()
+    state.aux_sum, state.aux_steps = state.aux_sum + float(aux.detach()), state.aux_steps + 1
+    if share > 0:
+        state.loss_sum += value * len(mine)
+        state.samples += len(mine)
+    state.step += 1
+    state.global_step += 1
+    return value
+
+
+def end_of_epoch(t: Training, seconds: float) -> dict:
+    """Validate, keep the best weights, log the epoch, decide on early stopping; returns the log row."""
+    cfg, state, dist = t.cfg, t.state, t.dist
+    epoch = state.epoch
+    val = validation_loss(t.forward, t.ds, cfg, t.device, dist=dist, precision=t.options.precision)
+    if not math.isfinite(val):
+        raise NonFiniteError(epoch, state.step, "validation loss", t.last_good)
+    totals = torch.tensor([state.loss_sum, float(state.samples)], dtype=torch.float64)
+    dist.all_reduce_sum([totals])
+    improved = val < state.best
+    if improved:
+        state.best, state.best_epoch, state.bad_epochs = val, epoch, 0
         if dist.is_main:
-            save_checkpoint({"model": model.state_dict(), "optimizer": opt.state_dict(),
-                             "scheduler": sched.state_dict(), "scaler": scaler.state_dict(),
-                             "rng": {"numpy": rng.bit_generator.state, "noise": noise_gen.get_state(),
-                                     "ranks": ranks},
-                             "loop": state.to_dict(),
-                             "world_size": dist.world_size, "precision": options.precision,
-                             "config": cfg.to_dict()}, run_dir)
-        last_good = CHECKPOINT
+            save_best(t.run_dir, model_state=t.model.state_dict(), epoch=epoch, val_loss=val, config=cfg.to_dict())
+    else:
+        state.bad_epochs += 1
+    row = dict(epoch=epoch, train_loss=float(totals[0] / totals[1]), val_loss=val,
+               aux_loss=state.aux_sum / max(1, state.aux_steps),
+               lr=t.opt.param_groups[0]["lr"], best=improved, seconds=round(seconds, 3))
+    state.log.append(row)
+    if dist.is_main:
+        write_csv(t.run_dir / "log.csv", state.log)
+    state.epoch, state.step, state.order = epoch + 1, 0, None
+    state.loss_sum, state.samples, state.aux_sum, state.aux_steps = 0.0, 0, 0.0, 0
+    state.finished = state.bad_epochs >= cfg.patience or state.epoch >= cfg.epochs
+    return row
 
+
+# ---------------------------------------------------------------- the loop
+
+def train(cfg: RunConfig, ds: PreparedDataset, model, run_dir: Path, *, device: torch.device,
+          reporter: Reporter | None = None, options: TrainOptions | None = None,
+          dist: DistContext = SINGLE) -> TrainResult:
+    options = options or TrainOptions()
+    reporter = (reporter or Reporter()) if dist.is_main else QuietReporter()
+    t = setup(cfg, ds, model, run_dir, device=device, options=options, dist=dist)
+    if options.resume:
+        restore(t, reporter)
+    wrap_model(t)
+    state, every = t.state, options.checkpoint_every
     t0 = time.perf_counter()
-    reporter.start(cfg.epochs * steps_per_epoch)
+    reporter.start(cfg.epochs * t.steps_per_epoch)
     try:
         while not state.finished and state.epoch < cfg.epochs:
-            epoch = state.epoch
             if state.order is None:
-                state.order = rng.permutation(n_train)
-            model.train()
+                state.order = t.rng.permutation(len(ds.splits["train"]))
+            t.model.train()
             t_epoch = time.perf_counter()
-            aux_sum, aux_steps = 0.0, 0  # this process's quantizer aux loss per step (since any resume)
-            while state.step < steps_per_epoch:
-                positions = state.order[state.step * cfg.batch_size: (state.step + 1) * cfg.batch_size]
-                lo, hi = dist.bounds(len(positions))
-                # a rank whose share is empty (global batch smaller than the world) still runs
-                # forward/backward on one window with weight 0, as DDP needs every rank
-                share = (hi - lo) / len(positions)
-                if hi == lo:
-                    lo, hi = 0, 1
-                mine = positions[lo:hi]
-                batch = read_batch(ds, "train", mine)
-                x, y, _ = to_tensors(ds, batch, cfg.norm, device)
-                x = inject_noise(x, cfg.noise, noise_gen, rows=(lo, hi), batch_rows=len(positions))
-                if options.channels_last:
-                    x = x.contiguous()
-                with autocast(device, options.precision):
-                    pred, aux = net(x)
-                forecast = crit(pred.float(), y)
-                loss = forecast + aux + model.regularizer(pred.float(), y)  # TAU's divergence term, else 0
-                # DDP averages gradients over ranks: weight by share * world so the average is the
-                # gradient of the global-batch loss (identical to one process for equal shares)
-                weighted = loss * (share * dist.world_size) if dist.enabled else loss
-                opt.zero_grad(set_to_none=True)
-                scaler.scale(weighted).backward()
-                scaler.unscale_(opt)
-                grads = [p.grad for p in params if p.grad is not None]
-                norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=device)
-                loss_ok, grad_ok = bool(torch.isfinite(loss)), bool(torch.isfinite(norm))
-                if options.precision == "fp16":
-                    grad_ok = True  # the grad scaler skips overflowing steps and lowers its scale
-                bad = dist.any(not (loss_ok and grad_ok))
-                if bad:
-                    what = "loss" if not loss_ok else "gradient" if not grad_ok else "loss or gradient on another rank"
-                    raise NonFiniteError(epoch, state.step, what, last_good)
-                scaler.step(opt)
-                scaler.update()
-                sched.step()
-                value = loss.item()
-                aux_sum, aux_steps = aux_sum + float(aux.detach()), aux_steps + 1
-                if share > 0:
-                    state.loss_sum += value * len(mine)
-                    state.samples += len(mine)
-                state.step += 1
-                state.global_step += 1
-                reporter.step(epoch, value, opt.param_groups[0]["lr"])
-                if (options.checkpoint_every and state.global_step % options.checkpoint_every == 0
-                        and state.step < steps_per_epoch):
-                    checkpoint()
-            val = validation_loss(forward, ds, cfg, device, dist=dist, precision=options.precision)
-            if not math.isfinite(val):
-                raise NonFiniteError(epoch, state.step, "validation loss", last_good)
-            totals = torch.tensor([state.loss_sum, float(state.samples)], dtype=torch.float64)
-            dist.all_reduce_sum([totals])
-            improved = val < state.best
-            if improved:
-                state.best, state.best_epoch, state.bad_epochs = val, epoch, 0
-                if dist.is_main:
-                    save_atomic({"model": model.state_dict(), "epoch": epoch, "val_loss": val,
-                                 "config": cfg.to_dict()}, run_dir / "best.pt")
-            else:
-                state.bad_epochs += 1
-            row = dict(epoch=epoch, train_loss=float(totals[0] / totals[1]), val_loss=val,
-                       aux_loss=aux_sum / max(1, aux_steps),
-                       lr=opt.param_groups[0]["lr"], best=improved, seconds=round(time.perf_counter() - t_epoch, 3))
-            state.log.append(row)
-            if dist.is_main:
-                write_log(state.log, run_dir / "log.csv")
+            while state.step < t.steps_per_epoch:
+                loss = train_step(t)
+                reporter.step(state.epoch, loss, t.opt.param_groups[0]["lr"])
+                if every and state.global_step % every == 0 and state.step < t.steps_per_epoch:
+                    save_resume_state(t)
+            row = end_of_epoch(t, time.perf_counter() - t_epoch)
             reporter.epoch(row)
-            state.epoch, state.step, state.order, state.loss_sum, state.samples = epoch + 1, 0, None, 0.0, 0
-            state.finished = state.bad_epochs >= cfg.patience or state.epoch >= cfg.epochs
-            checkpoint()
+            if state.finished and state.epoch < cfg.epochs:
+                reporter.note(f"early stop after epoch {row['epoch']}: no better validation loss in "
+                              f"{cfg.patience} epochs (best {state.best:.5g} at epoch {state.best_epoch})")
+            save_resume_state(t)
     finally:
         reporter.stop()
     return TrainResult(state.best_epoch, state.best, len(state.log), time.perf_counter() - t0,
                        stopped_early=len(state.log) < cfg.epochs, log=state.log)
-

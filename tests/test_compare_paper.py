@@ -1,4 +1,4 @@
-"""The published numbers (results/paper/*.csv) and `compare` beside them: transcription checked
+"""The published numbers (svqbench/resources/paper/*.csv) and `compare` beside them: transcription checked
 against the paper's own totals, matching by config, gaps, per-cell improvement, noise curves."""
 from __future__ import annotations
 
@@ -12,10 +12,11 @@ import pandas as pd
 import pytest
 
 from svqbench.errors import UserError
+from svqbench.resources import paper_dir
 from svqbench.results import compare_table, load_leaderboards, load_paper, published_values, split_methods
 
 REPO = Path(__file__).resolve().parents[1]
-PAPER = REPO / "results" / "paper"
+PAPER = paper_dir()
 
 
 @pytest.fixture(scope="module")

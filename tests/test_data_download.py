@@ -129,7 +129,7 @@ def test_extract_only_wanted_members_flat_and_refuse_unsafe(tmp_path):
         zf.writestr("skip.txt", b"no")
     out = extract(archive, tmp_path / "out", lambda name: name.startswith("keep"))
     assert sorted(p.name for p in out) == ["keep_1.nc", "keep_2.nc"]
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["keep_1.nc", "keep_2.nc"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [".extracted.json", "keep_1.nc", "keep_2.nc"]
     assert (tmp_path / "out" / "keep_1.nc").read_bytes() == b"one"
     for bad in ("../../escape.nc", "/etc/keep.nc", "x/../../keep.nc"):
         evil = tmp_path / "evil.zip"
@@ -141,6 +141,40 @@ def test_extract_only_wanted_members_flat_and_refuse_unsafe(tmp_path):
     (tmp_path / "trunc.zip").write_bytes(archive.read_bytes()[:40])
     with pytest.raises(UserError, match="trunc.zip is not a readable zip archive"):
         extract(tmp_path / "trunc.zip", tmp_path / "out3", lambda name: True)
+
+
+def test_a_replaced_zip_invalidates_what_was_extracted_from_it(tmp_path):
+    """Same member name and size, other content (a bad year replaced by a good one): extracted again."""
+    archive, out = tmp_path / "a.zip", tmp_path / "out"
+    for content in (b"bad year", b"good one"):
+        with zipfile.ZipFile(archive, "w") as zf:
+            zf.writestr("dir/year_2010.nc", content)
+        (path,) = extract(archive, out, lambda name: True)
+        assert path.read_bytes() == content
+    before = path.stat().st_mtime_ns
+    (path,) = extract(archive, out, lambda name: True)  # unchanged archive: the extracted file is reused
+    assert path.stat().st_mtime_ns == before
+    record = json.loads((out / ".extracted.json").read_text())
+    assert record["year_2010.nc"] == {"crc32": zipfile.ZipFile(archive).getinfo("dir/year_2010.nc").CRC, "bytes": 8}
+    path.write_bytes(b"tampered")  # a file changed behind the record's back is not trusted either...
+    (out / ".extracted.json").write_text("{}")
+    (path,) = extract(archive, out, lambda name: True)
+    assert path.read_bytes() == b"good one"
+
+
+def test_extract_removes_temp_files_of_killed_runs(tmp_path):
+    import subprocess
+    import sys
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True).stdout)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / f".year_2010.nc.tmp-{dead}").write_bytes(b"half a file")
+    archive = tmp_path / "a.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("year_2010.nc", b"x")
+    extract(archive, out, lambda name: True)
+    assert sorted(p.name for p in out.iterdir()) == [".extracted.json", "year_2010.nc"]
 
 
 def test_weatherbench1_download_from_url_template(server, tmp_path):

@@ -79,7 +79,7 @@ def wb1_zip(wb1_t2m, tmp_path_factory) -> Path:
 
 def test_weatherbench_s_from_zip_layout_splits_and_train_stats(wb1_t2m, wb1_zip, tmp_path):
     path = prepare("weatherbench-s-t2m", root=tmp_path, from_paths=[wb1_zip], years=YEARS, progress=False)
-    extracted = sorted(p.name for p in (tmp_path / ".raw" / "weatherbench1" / "extracted").iterdir())
+    extracted = sorted(p.name for p in (tmp_path / ".raw" / "weatherbench1" / "extracted").glob("[!.]*"))
     assert extracted == [f"2m_temperature_{y}_5.625deg.nc" for y in (2010, 2011, 2012)]  # only what is needed
     ds = PreparedDataset(path)
     assert ds.frames.shape == (8760 + 8760 + 8784, 1, 32, 64) and ds.frames.dtype == np.float32
@@ -223,16 +223,74 @@ def test_weatherbench2_zarr_is_renamed_transposed_and_six_hourly(tmp_path):
                 years="2010,2011,2013", progress=False)
 
 
-def test_weatherbench_s_group_prepares_each_task(tmp_path, monkeypatch):
+def test_weatherbench_s_group_checks_every_task_before_converting_any(tmp_path, monkeypatch):
     from svqbench.data import weatherbench
     calls = []
-    monkeypatch.setattr(weatherbench, "prepare_task", lambda dest, name, **kw: calls.append((dest, name, kw)) or dest)
+    monkeypatch.setattr(weatherbench, "_check_s_folders", lambda *a: None)
+    monkeypatch.setattr(weatherbench, "_task", lambda dest, name, check_only=False, **kw:
+                        calls.append((name, check_only, kw["years"])) or dest)
     paths = prepare("weatherbench-s", root=tmp_path, from_paths=[tmp_path], years=YEARS, progress=False)
-    assert [c[1] for c in calls] == ["weatherbench-s-t2m", "weatherbench-s-r", "weatherbench-s-uv10",
-                                     "weatherbench-s-tcc"]
-    assert paths == [tmp_path / c[1] for c in calls] and all(c[2]["years"] == YEARS for c in calls)
+    assert calls == [(n, True, YEARS) for n in weatherbench.S_NAMES] + [(n, False, YEARS) for n in weatherbench.S_NAMES]
+    assert paths == [tmp_path / n for n in weatherbench.S_NAMES]
     with pytest.raises(UserError, match=r"option\(s\) --var do not apply to dataset 'weatherbench-s'"):
         prepare("weatherbench-s", root=tmp_path, var=["t2m"])
+
+
+def test_weatherbench_s_lists_the_folders_it_needs_before_converting(wb1_t2m, wb1_zip, tmp_path):
+    """Only t2m given: every needed folder and every missing one are named; nothing is converted."""
+    with pytest.raises(UserError) as e:
+        prepare("weatherbench-s", root=tmp_path / "data", from_paths=[wb1_zip], years=YEARS, progress=False)
+    message = str(e.value)
+    assert message.startswith("weatherbench-s needs 5 variable folders: 2m_temperature, relative_humidity, "
+                              "10m_u_component_of_wind, 10m_v_component_of_wind, total_cloud_cover")
+    assert "missing in --from: relative_humidity (all years); 10m_u_component_of_wind (all years)" in message
+    assert "2m_temperature (" not in message.split("missing")[1]
+    partial = tmp_path / "partial"
+    shutil.copytree(wb1_t2m, partial)
+    write_wb1(partial, "total_cloud_cover", "tcc", 2011, base=0.5)
+    with pytest.raises(UserError, match=r"total_cloud_cover \(2010, 2012\)"):
+        prepare("weatherbench-s", root=tmp_path / "data", from_paths=[partial], years=YEARS, progress=False)
+    assert not (tmp_path / "data").exists() or not any((tmp_path / "data").iterdir())
+
+
+def test_replaced_zip_is_read_again_not_its_stale_extraction(wb1_t2m, tmp_path):
+    """A zip with a NaN year is replaced by a good one of the same sizes: the new content is used."""
+    archive, root = tmp_path / "2m_temperature_5.625deg.zip", tmp_path / "data"
+    bad = tmp_path / "bad" / "2m_temperature_2011_5.625deg.nc"
+    bad.parent.mkdir()
+    ds = wb1_dataset("t2m", 2011)
+    ds["t2m"][7, 3, 4] = np.nan
+    ds.to_netcdf(bad)
+    for year_2011 in (bad, wb1_t2m / "2m_temperature" / "2m_temperature_2011_5.625deg.nc"):
+        with zipfile.ZipFile(archive, "w") as zf:  # stored: same member sizes either way
+            for year in (2010, 2011, 2012):
+                name = f"2m_temperature_{year}_5.625deg.nc"
+                zf.write(year_2011 if year == 2011 else wb1_t2m / "2m_temperature" / name, name)
+        if year_2011 is bad:
+            with pytest.raises(UserError, match=r"2011_5.625deg.nc: t2m has 1 NaN/infinite values"):
+                prepare("weatherbench-s-t2m", root=root, from_paths=[archive], years=YEARS, progress=False)
+    path = prepare("weatherbench-s-t2m", root=root, from_paths=[archive], years=YEARS, progress=False)
+    assert np.isfinite(PreparedDataset(path).frames[8760 + 7]).all()
+
+
+def test_unreadable_file_is_permission_denied_not_corrupt(tmp_path):
+    import os
+    import subprocess
+    import sys
+    path = write_wb1(tmp_path, "2m_temperature", "t2m", 2011)
+    path.chmod(0)
+    prefix = []
+    if os.geteuid() == 0:  # root reads anything: drop the capability that lets it
+        if not shutil.which("setpriv"):
+            pytest.skip("running as root without setpriv")
+        prefix = ["setpriv", "--inh-caps=-all", "--bounding-set=-dac_override,-dac_read_search"]
+    code = ("import sys; from pathlib import Path; from svqbench.data.weatherbench import _WB1Files\n"
+            "from svqbench.errors import UserError\n"
+            "try: _WB1Files({('2m_temperature', 2011): Path(sys.argv[1])}, 1).read('t2m', None, 2011)\n"
+            "except UserError as e: print(e)")
+    res = subprocess.run([*prefix, sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120)
+    assert "Traceback" not in res.stderr, res.stderr
+    assert "2m_temperature_2011_5.625deg.nc: permission denied" in res.stdout and "corrupt" not in res.stdout
 
 
 def test_weatherbench2_without_zarr_or_gcsfs_says_what_to_install(tmp_path, monkeypatch):

@@ -21,7 +21,7 @@ from svqbench.distributed import DistContext, reduce_accumulator
 from svqbench.evaluate import evaluate_model
 from svqbench.experiment import run_experiment
 from svqbench.results import LEADERBOARD
-from svqbench.train import build_model
+from svqbench.models import build_model
 
 # batch 15 of 60 train windows splits 8 / 7 over two ranks (unequal shares are weighted), noise
 # injection is drawn per global batch; 15 test windows split 8 / 7.

@@ -15,7 +15,7 @@ from svqbench.config import RunConfig
 from svqbench.data.prepared import PreparedDataset, open_prepared, write_prepared
 from svqbench.errors import UserError
 from svqbench.evaluate import evaluate_model, evaluate_references, evaluate_run
-from svqbench.train import build_model
+from svqbench.models import build_model
 
 from conftest import TINY
 

@@ -17,8 +17,9 @@ from svqbench.errors import RunFailed
 from svqbench.results import LEADERBOARD
 from scaling_data import FLAGS, cli_flags, make_tiny_dataset
 from svqbench.config import resolve
-from svqbench.train import (CHECKPOINT, PREVIOUS_CHECKPOINT, NonFiniteError, TrainOptions, load_latest_checkpoint,
-                            read_checkpoint, save_checkpoint)
+from svqbench.checkpoint import (CHECKPOINT, PREVIOUS_CHECKPOINT, load_latest_checkpoint, read_checkpoint,
+                                 save_checkpoint)
+from svqbench.train import NonFiniteError, TrainOptions
 
 
 @pytest.fixture(scope="module")

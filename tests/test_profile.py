@@ -10,7 +10,9 @@ from typer.testing import CliRunner
 from svqbench.cli import app
 from svqbench.config import resolve
 from svqbench.errors import UserError
-from svqbench.profile import DATASET_SHAPES, ForecastShape, count_macs, count_sizes, dataset_shape, measure
+from svqbench.data import dataset_spec
+from svqbench.models import ForecastShape, build_model
+from svqbench.profile import count_macs, count_sizes, dataset_shape, measure
 
 SMALL = dict(hid_s=8, hid_t=16, n_t=2, n_s=2, mlp_ratio=2.0, batch_size=2)
 SHAPE = ForecastShape(in_len=3, out_len=3, channels=1, height=8, width=12)
@@ -40,7 +42,6 @@ def test_attention_is_counted():
 
 def test_sizes_split_trainable_frozen_and_buffers():
     cfg = resolve(cli=dict(SMALL, dataset="embedded", quantizer="svq", codebook_size=40, frozen_codebook=True))
-    from svqbench.profile import build_model
     sizes = count_sizes(build_model(cfg, SHAPE))
     assert sizes["params_frozen"] == 40 * cfg.hid_s
     assert sizes["codebook_buffers"] == 0
@@ -62,7 +63,7 @@ def test_measure_reports_times_memory_and_the_dense_path_costs_more():
 
 def test_shapes_of_known_and_prepared_datasets(data_root):
     assert dataset_shape("kth") == ForecastShape(10, 20, 1, 128, 128)
-    assert dataset_shape("embedded", data_root) == DATASET_SHAPES["embedded"]
+    assert dataset_shape("embedded", data_root) == dataset_spec("embedded").shape
     with pytest.raises(UserError, match="not prepared"):
         dataset_shape("my-netcdf-set", data_root)
     with pytest.raises(UserError, match="steps must be >= 1"):
@@ -94,7 +95,6 @@ def test_cli_rejects_an_unknown_backbone_in_one_line():
 
 
 def test_baselines_that_cannot_run_on_meta_are_counted_on_cpu_with_attention_and_buffers():
-    from svqbench.profile import build_model
     vit = resolve(cli=dict(SMALL, dataset="embedded", quantizer="vq", codebook_size=32, backbone="vit"))
     pool = replace(vit, backbone="poolformer")
     n, d = (SHAPE.height // 2) * (SHAPE.width // 2), vit.hid_t

@@ -13,9 +13,10 @@ import torch
 
 from svqbench.errors import UserError
 from svqbench.recipes import SCALES, load_recipe, resolve_cell, select_cell
+from svqbench.resources import recipe_dir
 
 REPO = Path(__file__).resolve().parents[1]
-RECIPES = REPO / "recipes"
+RECIPES = recipe_dir()
 PAPER_TABLES = {1, 2, 3, 4, 5, 6, 7, 8, 13, 14, 15}
 
 MINIMAL = """
@@ -59,9 +60,13 @@ def test_table5_recipe_is_the_noise_protocol_and_resolves():
                                                                            (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)]
 
 
-def test_name_lookup_finds_recipes_dir(monkeypatch):
-    monkeypatch.chdir(REPO)
-    assert load_recipe("table7").path == Path("recipes/table7.toml")
+def test_bare_names_find_the_packaged_recipes_from_any_folder_and_a_user_file_wins(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no recipes/ here: the ones shipped with svqbench
+    assert load_recipe("table7").path == recipe_dir() / "table7.toml"
+    (tmp_path / "recipes").mkdir()
+    own = (RECIPES / "table7.toml").read_text().replace('title = "', 'title = "my own ', 1)
+    (tmp_path / "recipes" / "table7.toml").write_text(own)
+    assert load_recipe("table7").title.startswith("my own ")
     with pytest.raises(UserError, match=r"recipe 'table99' not found.*table7"):
         load_recipe("table99")
 
@@ -168,7 +173,7 @@ def test_run_with_recipe_cell_and_cli_override(tmp_path):
 # ------------------------------------------------------------------ Table 5 noise protocol
 
 def test_inject_noise_corrupts_exactly_eta_of_each_sample():
-    from svqbench.train import inject_noise
+    from svqbench.data.batches import inject_noise
     x = torch.rand(4, 3, 1, 5, 7) + 1.0  # nonzero everywhere: a changed element is visible
     n = x[0].numel()
     for eta in (0.1, 0.25, 0.5):
@@ -184,7 +189,7 @@ def test_inject_noise_corrupts_exactly_eta_of_each_sample():
 
 
 def test_inject_noise_factors_are_uniform_over_minus2_2():
-    from svqbench.train import inject_noise
+    from svqbench.data.batches import inject_noise
     x = torch.ones(1000, 200)
     out = inject_noise(x, 0.5, torch.Generator().manual_seed(1))
     factors = out[out != 1.0].numpy()
@@ -210,7 +215,8 @@ def test_noise_touches_training_inputs_only(monkeypatch, tiny_config, data_root,
     cfg = tiny_config(quantizer="none", epochs=1, noise=0.3)
     ds = open_prepared("embedded", data_root)
     ds.splits = {**ds.splits, "train": ds.splits["train"][:40], "val": ds.splits["val"][:8]}  # 2 steps: fast
-    model = train_module.build_model(cfg, ds)
+    from svqbench.models import build_model
+    model = build_model(cfg, ds)
     (tmp_path / "run").mkdir()
     train_module.train(cfg, ds, model, tmp_path / "run", device=torch.device("cpu"))
     steps = ds.num_batches("train", cfg.batch_size)

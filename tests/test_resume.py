@@ -19,7 +19,8 @@ from scaling_data import FLAGS, cli_flags, make_tiny_dataset
 from svqbench.config import resolve
 from svqbench.experiment import run_experiment
 from svqbench.results import LEADERBOARD
-from svqbench.train import CHECKPOINT, PREVIOUS_CHECKPOINT, TrainOptions, read_checkpoint
+from svqbench.checkpoint import CHECKPOINT, PREVIOUS_CHECKPOINT, read_checkpoint
+from svqbench.train import TrainOptions
 
 # 60 train windows, batch 16: 4 steps per epoch, 3 epochs. With a checkpoint after every step the
 # 7th save is epoch 1 step 3: the process dies there, half-way through writing it, after training

@@ -10,17 +10,19 @@ from dataclasses import replace
 import pytest
 import torch
 
-from svqbench.config import PRESETS, resolve
+from svqbench.config import resolve
+from svqbench.data import dataset_names, dataset_spec
 from svqbench.errors import UserError
 from svqbench.models.simvp import SimVP
 from svqbench.models.translators import build_translator, translator_names
-from svqbench.profile import DATASET_SHAPES, build_model, count_macs
+from svqbench.models import build_model
+from svqbench.profile import count_macs
 
 ALL = ["gsta", "incepu", "convmixer", "convnext", "hornet", "moganet", "vit", "swin", "uniformer", "poolformer",
        "van", "mlpmixer", "tau"]
 
 # (dataset, backbone, svq codebook size or None) -> (published params in M as printed, published MACs in G)
-# REFERENCE.md: paper Tables 3 and 12, OpenSTL benchmarks. MACs are per encoder-translator-decoder pass.
+# docs/reference.md (published sizes): paper Tables 3 and 12, OpenSTL benchmarks. MACs are per encoder-translator-decoder pass.
 PUBLISHED = {
     ("weatherbench-s-t2m", "gsta", None): ("12.76", 7.01),
     ("weatherbench-s-t2m", "incepu", None): ("14.67", 8.03),
@@ -74,17 +76,17 @@ def test_paper_presets_have_the_published_size(key):
     params_published, macs_published = PUBLISHED[key]
     cfg = paper_config(dataset, backbone, k)
     with torch.device("meta"):
-        model = build_model(cfg, DATASET_SHAPES[dataset])
+        model = build_model(cfg, dataset_spec(dataset).shape)
     params = sum(p.numel() for p in model.parameters()) / 1e6
     assert printed(params, params_published, key in TRUNCATED) == params_published
     if macs_published is not None:
-        macs_per_pass = count_macs(cfg, DATASET_SHAPES[dataset]) / model.passes / 1e9
+        macs_per_pass = count_macs(cfg, dataset_spec(dataset).shape) / model.passes / 1e9
         assert abs(macs_per_pass / macs_published - 1) < 0.02, (macs_per_pass, macs_published)
 
 
 def test_kth_rolls_out_twice_and_kitticaltech_truncates():
     for dataset, passes in (("kth", 2), ("kitticaltech", 1)):
-        shape = DATASET_SHAPES[dataset]
+        shape = dataset_spec(dataset).shape
         cfg = replace(resolve(cli=dict(dataset=dataset, scale="quick", quantizer="none")), hid_s=4, hid_t=16, n_t=2)
         model = build_model(cfg, shape).eval()
         assert model.passes == passes
@@ -102,14 +104,14 @@ QUICK_DATASETS = ["embedded", "weatherbench-s-t2m", "weatherbench-s-uv10", "weat
 def test_every_dataset_preset_has_a_paper_and_a_quick_scale_and_a_shape():
     names = {"embedded", "embedded-e1", "weatherbench-s-t2m", "weatherbench-s-r", "weatherbench-s-uv10",
              "weatherbench-s-tcc", "weatherbench-m", "taxibj", "kth", "kitticaltech", "human36m"}
-    assert names <= set(PRESETS) and names <= set(DATASET_SHAPES)
+    assert names <= set(dataset_names())
     model_keys = ("hid_s", "hid_t", "n_s", "n_t", "mlp_ratio")
 
     def quick_model(name):
         cfg = resolve(cli=dict(dataset=name, scale="quick"))
-        return DATASET_SHAPES[name], tuple(getattr(cfg, k) for k in model_keys)
+        return dataset_spec(name).shape, tuple(getattr(cfg, k) for k in model_keys)
     for name in names:
-        assert set(PRESETS[name]) == {"paper", "quick"}
+        assert set(dataset_spec(name).presets) == {"paper", "quick"}
         # the quick-scale test below covers this preset's shape and model through one of QUICK_DATASETS
         assert quick_model(name) in {quick_model(q) for q in QUICK_DATASETS}
 
@@ -118,7 +120,7 @@ def test_every_dataset_preset_has_a_paper_and_a_quick_scale_and_a_shape():
 @pytest.mark.parametrize("backbone", ALL)
 def test_every_translator_trains_at_every_quick_preset(dataset, backbone):
     torch.manual_seed(0)
-    shape = DATASET_SHAPES[dataset]
+    shape = dataset_spec(dataset).shape
     cfg = resolve(cli=dict(dataset=dataset, scale="quick", backbone=backbone, quantizer="svq", drop_path=0.1,
                            codebook_size=32))
     model = build_model(cfg, shape).train()
@@ -150,22 +152,22 @@ def test_registry_lists_all_thirteen_and_rejects_unknown_names():
     assert translator_names() == sorted(ALL)
     with pytest.raises(UserError, match="unknown backbone 'resnet'.*gsta"):
         build_translator("resnet", channels_in=8, hidden=8, depth=2, input_resolution=(4, 4), drop_path=0.0,
-                         mlp_ratio=2.0, frames=1)
+                         mlp_ratio=2.0)
 
 
 def test_uniformer_puts_attention_only_between_its_convolutional_ends():
     net = build_translator("uniformer", channels_in=96, hidden=64, depth=5, input_resolution=(4, 4),
-                           drop_path=0.0, mlp_ratio=2.0, frames=4)
+                           drop_path=0.0, mlp_ratio=2.0)
     kinds = [type(b.block).__name__ for b in net.blocks]
     assert kinds == ["ConvBlock", "AttentionBlock", "AttentionBlock", "AttentionBlock", "ConvBlock"]
 
 
 def test_swin_window_and_shift_follow_openstl():
     t2m = build_translator("swin", channels_in=64, hidden=64, depth=3, input_resolution=(16, 32),
-                           drop_path=0.0, mlp_ratio=2.0, frames=1)
+                           drop_path=0.0, mlp_ratio=2.0)
     assert [(b.block.window, b.block.shift) for b in t2m.blocks] == [(4, 0), (4, 2), (4, 0)]
     sevens = build_translator("swin", channels_in=64, hidden=64, depth=2, input_resolution=(14, 28),
-                              drop_path=0.0, mlp_ratio=2.0, frames=1)
+                              drop_path=0.0, mlp_ratio=2.0)
     assert [(b.block.window, b.block.shift) for b in sevens.blocks] == [(7, 0), (7, 3)]
 
 

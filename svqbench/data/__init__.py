@@ -1,27 +1,44 @@
-"""Dataset sources: name -> function that writes a prepared dataset (see prepared.py).
+"""Dataset registry: name -> DatasetSpec, declared once in the dataset's own module.
 
-Adding a source = a module with `prepare(dest, **options)` + a line in `_SOURCES`.
+A spec says how the dataset is prepared, its presets at both scales, the shape the paper used
+(so `svqbench profile` works before `prepare`) and its help line. The CLI, `config.resolve`
+and `profile` read it. Adding a dataset = one module with a `DatasetSpec` + one line in
+`_DATASETS` + its tests. Modules are imported on first use.
 """
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 from svqbench.errors import UserError
 
-_SOURCES: dict[str, str] = {
-    "embedded": "svqbench.data.embedded:prepare_a1b",
-    "embedded-e1": "svqbench.data.embedded:prepare_e1",
-    "weatherbench-s-t2m": "svqbench.data.weatherbench:prepare_s_t2m",
-    "weatherbench-s-r": "svqbench.data.weatherbench:prepare_s_r",
-    "weatherbench-s-uv10": "svqbench.data.weatherbench:prepare_s_uv10",
-    "weatherbench-s-tcc": "svqbench.data.weatherbench:prepare_s_tcc",
-    "weatherbench-m": "svqbench.data.weatherbench:prepare_m",
-    "taxibj": "svqbench.data.taxibj:prepare",
-    "kth": "svqbench.data.video:prepare_kth",
-    "kitticaltech": "svqbench.data.video:prepare_kitticaltech",
-    "human36m": "svqbench.data.video:prepare_human36m",
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    prepare: Callable[..., Any]              # prepare(dest, **options) -> Path
+    presets: dict[str, dict[str, Any]]       # scale ("paper", "quick") -> RunConfig overrides
+    shape: Any                               # svqbench.models.ForecastShape of the paper's task
+    help: str                                # one line for `svqbench datasets` / `prepare --help`
+
+
+# name -> "module:attribute" of its DatasetSpec
+_DATASETS: dict[str, str] = {
+    "embedded": "svqbench.data.embedded:EMBEDDED",
+    "embedded-e1": "svqbench.data.embedded:EMBEDDED_E1",
+    "weatherbench-s-t2m": "svqbench.data.weatherbench:S_T2M",
+    "weatherbench-s-r": "svqbench.data.weatherbench:S_R",
+    "weatherbench-s-uv10": "svqbench.data.weatherbench:S_UV10",
+    "weatherbench-s-tcc": "svqbench.data.weatherbench:S_TCC",
+    "weatherbench-m": "svqbench.data.weatherbench:M",
+    "taxibj": "svqbench.data.taxibj:TAXIBJ",
+    "kth": "svqbench.data.video:KTH",
+    "kitticaltech": "svqbench.data.video:KITTICALTECH",
+    "human36m": "svqbench.data.video:HUMAN36M",
 }
 # Names that are not one dataset: a group of them, or a converter whose output the user names.
 _CONVERTERS: dict[str, str] = {
@@ -30,20 +47,40 @@ _CONVERTERS: dict[str, str] = {
 }
 
 
-def source_names() -> list[str]:
-    return sorted(_SOURCES)
+def _load(target: str) -> Any:
+    module, attr = target.split(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def dataset_names() -> list[str]:
+    return sorted(_DATASETS)
+
+
+def prepare_names() -> list[str]:
+    """What `svqbench prepare NAME` accepts: every dataset, the groups and the converters."""
+    return sorted({*_DATASETS, *_CONVERTERS})
+
+
+def reserved_names() -> set[str]:
+    """Names a user's own dataset may not take."""
+    return set(_DATASETS) | set(_CONVERTERS)
+
+
+def dataset_spec(name: str) -> DatasetSpec:
+    if name not in _DATASETS:
+        raise UserError(f"unknown dataset {name!r}; choose one of: {', '.join(dataset_names())}")
+    return _load(_DATASETS[name])
 
 
 def prepare(name: str, root: str | os.PathLike | None = None, **options) -> Path | list[Path]:
     """Prepare dataset `name` under `root`; a group (weatherbench-s) returns every path it wrote."""
-    import inspect
-
     from svqbench.data.prepared import data_root
-    target = _SOURCES.get(name) or _CONVERTERS.get(name)
-    if target is None:
-        raise UserError(f"unknown dataset {name!r}; choose one of: {', '.join(sorted({**_SOURCES, **_CONVERTERS}))}")
-    module, attr = target.split(":")
-    func = getattr(importlib.import_module(module), attr)
+    if name in _DATASETS:
+        func = dataset_spec(name).prepare
+    elif name in _CONVERTERS:
+        func = _load(_CONVERTERS[name])
+    else:
+        raise UserError(f"unknown dataset {name!r}; choose one of: {', '.join(prepare_names())}")
     accepted = inspect.signature(func).parameters
     extra = sorted(k for k in options if k not in accepted or k in ("dest", "task_name"))
     if extra:

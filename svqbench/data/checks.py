@@ -1,6 +1,12 @@
 """Validation shared by the gridded sources: every failure names the file and what is wrong."""
 from __future__ import annotations
 
+import os
+import re
+import shutil
+import struct
+from pathlib import Path
+
 import numpy as np
 
 from svqbench.errors import UserError
@@ -77,3 +83,106 @@ def parse_years(spec: str | None, default: dict[str, tuple[int, int]]) -> dict[s
     if any(b[0] <= a[1] for a, b in zip(blocks, blocks[1:])):
         raise UserError(f"bad --years {spec!r}: the train, val and test years overlap")
     return out
+
+
+def unreadable(path, e: BaseException | None = None) -> UserError | None:
+    """A 'permission denied' UserError when that is why `path` cannot be read (never 'corrupt')."""
+    if isinstance(e, PermissionError) or (e is None and not os.access(path, os.R_OK)) or \
+            "Permission denied" in str(e or ""):
+        return UserError(f"{path}: permission denied; make it readable (chmod/chown) or copy it somewhere you can read")
+    return None
+
+
+def open_readable(path: Path, mode: str = "rb"):
+    try:
+        return open(path, mode)
+    except PermissionError as e:
+        raise unreadable(path, e) from None
+
+
+def remove_stale_temps(folder: Path) -> None:
+    """Delete `.NAME.tmp-PID` / `.NAME.old-PID` left in `folder` by a killed process (its PID is gone)."""
+    try:
+        entries = list(Path(folder).iterdir())
+    except OSError:
+        return
+    for p in entries:
+        m = re.fullmatch(r"\..+\.(?:tmp|old)-(\d+)", p.name)
+        if not m or int(m.group(1)) == os.getpid():
+            continue
+        try:
+            os.kill(int(m.group(1)), 0)
+            continue  # still running (maybe another prepare)
+        except ProcessLookupError:
+            pass
+        except (PermissionError, OverflowError):
+            continue
+        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+
+
+_NC_TYPE_SIZE = {1: 1, 2: 1, 3: 2, 4: 4, 5: 4, 6: 8, 7: 1, 8: 2, 9: 4, 10: 8, 11: 8}
+
+
+def classic_netcdf_size(path: Path) -> int | None:
+    """Bytes a classic NetCDF file (CDF-1, CDF-2 or CDF-5) needs according to its header, or None when
+    it is not one (or streams its record count). netCDF-C reads a truncated classic file as zeros, so
+    this is how a cut-off download is told apart from real data."""
+    with open_readable(path) as f:
+        buf = f.read(1 << 24)
+    if buf[:3] != b"CDF" or len(buf) < 8 or buf[3] not in (1, 2, 5):
+        return None
+    version, pos = buf[3], 4
+    big = version == 5
+
+    def take(n: int) -> bytes:
+        nonlocal pos
+        if pos + n > len(buf):
+            raise EOFError
+        pos += n
+        return buf[pos - n: pos]
+
+    def count() -> int:
+        return struct.unpack(">q" if big else ">I", take(8 if big else 4))[0]
+
+    def name() -> str:
+        n = count()
+        text = take(n)
+        take(-n % 4)
+        return text.decode("utf-8", "replace")
+
+    def attrs() -> None:
+        take(4)
+        for _ in range(count()):
+            name()
+            kind = struct.unpack(">I", take(4))[0]
+            n = count() * _NC_TYPE_SIZE.get(kind, 1)
+            take(n + (-n % 4))
+
+    try:
+        numrecs = count()
+        if numrecs in (0xFFFFFFFF, -1):
+            return None
+        take(4)
+        dims = [(name(), count()) for _ in range(count())]
+        attrs()
+        take(4)
+        fixed_end, record_begin, record_sizes = pos, None, []
+        for _ in range(count()):
+            name()
+            ids = [count() for _ in range(count())]
+            attrs()
+            kind = struct.unpack(">I", take(4))[0]
+            count()  # vsize: capped for huge variables, so recomputed below
+            begin = struct.unpack(">I" if version == 1 else ">Q", take(4 if version == 1 else 8))[0]
+            size = _NC_TYPE_SIZE.get(kind, 1) * int(np.prod([dims[i][1] for i in ids if dims[i][1] > 0]))
+            if ids and dims[ids[0]][1] == 0:
+                record_begin = begin if record_begin is None else min(record_begin, begin)
+                record_sizes.append(size)
+            else:
+                fixed_end = max(fixed_end, begin + size)
+    except (EOFError, struct.error, IndexError):
+        return len(buf) + 1  # the header itself is cut short
+    if record_begin is None:
+        return fixed_end
+    record = record_sizes[0] if len(record_sizes) == 1 else sum(s + (-s % 4) for s in record_sizes)
+    return max(fixed_end, record_begin + numrecs * record - 3 * (len(record_sizes) > 1))

@@ -15,6 +15,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from svqbench.data.checks import open_readable
 from svqbench.errors import UserError
 
 MANIFEST = "manifest.json"
@@ -23,7 +24,7 @@ _BLOCK = 1 << 20
 
 def sha256(path: Path, chunk: int = _BLOCK) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open_readable(path) as f:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
@@ -65,7 +66,13 @@ def fetch(url: str, dest: str | os.PathLike, *, progress: bool = True, timeout: 
 
     `hint` ends the message when the source is gone or unreachable."""
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if not os.access(dest.parent, os.W_OK):
+            raise PermissionError
+    except PermissionError:
+        raise UserError(f"{dest.parent}: permission denied, cannot write the download there; choose another "
+                        f"--data-dir or fix its permissions") from None
     if dest.exists():
         verify(dest)
         return dest

@@ -12,9 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
+from svqbench.config import PAPER_T2M
+from svqbench.data import DatasetSpec
 from svqbench.data.download import sha256
 from svqbench.data.prepared import write_prepared
 from svqbench.errors import UserError
+from svqbench.models import ForecastShape
 
 IN_LEN, OUT_LEN = 10, 5
 BLOCKS = {"train": (1860, 2019), "val": (2020, 2059), "test": (2060, 2099)}
@@ -65,3 +68,17 @@ def prepare_a1b(dest: Path) -> Path:
 
 def prepare_e1(dest: Path) -> Path:
     return _prepare(dest, "E1_north_america.nc", "E1")
+
+
+def _spec(name: str, prepare, scenario: str) -> DatasetSpec:
+    quick = dict(hid_s=16, hid_t=64, n_t=4, n_s=2, mlp_ratio=4.0, drop_path=0.0, lr=5e-3, batch_size=16,
+                 schedule="cosine", warmup_epochs=2, epochs=30, patience=8, loss="l1", codebook_size=10000,
+                 codebook_init="normal", norm="window")
+    return DatasetSpec(name, prepare, {"paper": dict(PAPER_T2M), "quick": quick},
+                       ForecastShape(IN_LEN, OUT_LEN, 1, 37, 49),
+                       f"annual-mean air temperature over North America, {scenario} (iris-sample-data), "
+                       f"{IN_LEN} -> {OUT_LEN} years")
+
+
+EMBEDDED = _spec("embedded", prepare_a1b, "SRES A1B")
+EMBEDDED_E1 = _spec("embedded-e1", prepare_e1, "E1")

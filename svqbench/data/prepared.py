@@ -59,6 +59,8 @@ class PreparedWriter:
         self.shape = (int(n_frames), int(channels), *map(int, grid))
         self.frame_bytes = int(np.prod(self.shape[1:])) * self.dtype.itemsize
         self.dest.parent.mkdir(parents=True, exist_ok=True)
+        from svqbench.data.checks import remove_stale_temps
+        remove_stale_temps(self.dest.parent)  # what a killed prepare left behind
         self.tmp = self.dest.with_name(f".{self.dest.name}.tmp-{os.getpid()}")
         shutil.rmtree(self.tmp, ignore_errors=True)
         self.tmp.mkdir()
@@ -111,8 +113,12 @@ class PreparedWriter:
         block = self.read(start, stop)
         return block if self.frame_scale is None else block.astype(np.float32) * np.float32(self.frame_scale)
 
-    def finish(self, windows: dict[str, np.ndarray], meta: dict[str, Any]) -> Path:
-        """Statistics from the frames the train windows touch, then swap the folder into place."""
+    def finish(self, windows: dict[str, np.ndarray], meta: dict[str, Any], *, mask: np.ndarray | None = None) -> Path:
+        """Statistics from the frames the train windows touch, then swap the folder into place.
+
+        `mask` (H, W) bool, True = valid cell (e.g. ocean in an SST field): statistics use the valid
+        cells only, masked cells are filled with each channel's train mean (0 after normalisation),
+        and the mask is saved as mask.npy (meta["mask"])."""
         n = self.shape[0]
         length = int(meta["in_len"]) + int(meta["out_len"])
         name = meta.get("name", self.dest.name)
@@ -120,26 +126,50 @@ class PreparedWriter:
         for split in SPLITS:
             w = windows[split]
             if w.size == 0:
-                raise UserError(f"{name}: split {split!r} has no windows of {length} frames")
+                raise UserError(f"{name}: split {split!r} has no windows of {length} frames; give it more time "
+                                f"steps (netcdf: --splits, weatherbench: --years) or shorten --in-len/--out-len")
             if w.min() < 0 or w.max() + length > n:
                 raise ValueError(f"split {split}: window starts out of range")
         in_train = np.zeros(n + 1, dtype=np.int32)  # +1 at a window's start, -1 past its end
         np.add.at(in_train, windows["train"], 1)
         np.add.at(in_train, windows["train"] + length, -1)
         in_train = np.cumsum(in_train[:n]) > 0
-        stats = _TrainStats(self.shape[1:])
+        c, h, w = self.shape[1:]
+        if mask is not None:
+            mask = np.asarray(mask, dtype=bool)
+            if mask.shape != (h, w):
+                raise ValueError(f"mask shape {mask.shape} does not match the grid {(h, w)}")
+            mask = None if mask.all() else mask
+        if mask is not None and not mask.any():
+            raise UserError(f"{name}: every grid cell is masked (NaN); nothing to learn from")
+        # with a mask, statistics see the valid cells only, as a (C, 1, valid cells) frame
+        stats = _TrainStats(self.shape[1:] if mask is None else (c, 1, int(mask.sum())))
         step = max(1, _CHUNK_BYTES // (self.frame_bytes * (4 if self.frame_scale else 1)))
         for start in range(0, n, step):
-            mask = in_train[start: start + step]
-            if mask.any():
-                stats.add(self.physical(start, start + len(mask))[mask])
+            chosen = in_train[start: start + step]
+            if chosen.any():
+                block = self.physical(start, start + len(chosen))[chosen]
+                stats.add(block if mask is None else block[:, :, mask][:, :, None, :])
         mean, std, climatology = stats.result()
+        if mask is not None:
+            full = np.empty((c, h, w), dtype=np.float32)
+            full[:] = mean.astype(np.float32)[:, None, None]
+            full[:, mask] = climatology[:, 0]
+            climatology = full
+            for start in range(0, n, step):  # masked cells -> the train mean of their channel
+                block = self.read(start, min(n, start + step)).copy()
+                block[:, :, ~mask] = mean.astype(np.float32)[:, None]
+                self.write(start, block)
+            np.save(self.tmp / "mask.npy", mask)
+            meta = dict(meta, mask={"file": "mask.npy", "valid_cells": int(mask.sum()), "cells": int(mask.size),
+                                    "fill": "train mean of each channel", "stats": "valid cells only"})
         meta = dict(meta, format_version=FORMAT_VERSION, shape=list(self.shape), dtype=str(self.dtype),
                     stats={"mean": mean.tolist(), "std": std.tolist(), "computed_on": "train"},
                     windows={s: int(len(windows[s])) for s in SPLITS})
         if self.frame_scale is not None:
             meta["frame_scale"] = self.frame_scale
         os.fsync(self.file.fileno())  # the frames are on disk before the folder is swapped in
+        meta["digest"] = self._digest(windows, meta)
         self.file.close()
         np.save(self.tmp / "climatology.npy", climatology)
         for split in SPLITS:
@@ -152,6 +182,19 @@ class PreparedWriter:
         shutil.rmtree(old, ignore_errors=True)
         self.done = True
         return self.dest
+
+    def _digest(self, windows: dict[str, np.ndarray], meta: dict[str, Any]) -> str:
+        """sha256 of what a run sees: the frames, the windows of every split, lengths and channels."""
+        import hashlib
+        h = hashlib.sha256(json.dumps([meta["in_len"], meta["out_len"], meta.get("channels")]).encode())
+        size, at = self.shape[0] * self.frame_bytes, 0
+        while at < size:
+            block = os.pread(self.file.fileno(), min(_CHUNK_BYTES, size - at), self.offset + at)
+            h.update(block)
+            at += len(block)
+        for split in SPLITS:
+            h.update(np.ascontiguousarray(windows[split], dtype=np.int64).tobytes())
+        return "sha256:" + h.hexdigest()
 
 
 class _TrainStats:
@@ -224,8 +267,24 @@ class PreparedDataset:
                             f"{self.frame_scale} disagree; {hint}")
         self.mean = np.asarray(m["stats"]["mean"], dtype=np.float32)
         self.std = np.asarray(m["stats"]["std"], dtype=np.float32)
-        lat = (m.get("grid") or {}).get("lat")
+        grid = m.get("grid") or {}
+        # 1-D latitude of the rows (regular grid), or 2-D latitude of every cell (rotated/curvilinear
+        # grid, meta grid "lat2d"); both None when the grid has no latitude (pixels, metres)
+        lat, lat2d = grid.get("lat"), grid.get("lat2d")
         self.lat = None if lat is None else np.asarray(lat, dtype=np.float64)
+        self.lat2d = None if lat2d is None else np.asarray(lat2d, dtype=np.float64)
+        if (self.lat is not None and self.lat.shape != self.frames.shape[2:3]) or \
+                (self.lat2d is not None and self.lat2d.shape != self.frames.shape[2:]):
+            raise UserError(f"prepared dataset {self.path}: grid latitudes do not match the frames; {hint}")
+        self.digest = m.get("digest")  # content digest of frames + windows (older datasets: None)
+        self.mask = None  # (H, W) bool, True = valid cell; None = every cell is valid
+        if m.get("mask"):
+            try:
+                self.mask = np.load(self.path / m["mask"]["file"])
+            except (OSError, ValueError) as e:
+                raise UserError(f"prepared dataset {self.path}: cannot read its mask ({e}); {hint}") from None
+            if self.mask.dtype != bool or self.mask.shape != self.frames.shape[2:]:
+                raise UserError(f"prepared dataset {self.path}: mask.npy does not match the frames; {hint}")
         for s, w in self.splits.items():
             if len(w) and (w.min() < 0 or w.max() + self.in_len + self.out_len > len(self.frames)):
                 raise UserError(f"prepared dataset {self.path}: split {s} points past the frames; {hint}")

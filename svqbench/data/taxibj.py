@@ -22,8 +22,11 @@ from typing import Iterator
 
 import numpy as np
 
+from svqbench.config import PAPER_BASE, scales
+from svqbench.data import DatasetSpec
 from svqbench.data.prepared import PreparedWriter
 from svqbench.errors import UserError
+from svqbench.models import ForecastShape
 
 IN_LEN, OUT_LEN = 4, 4
 SLOTS_PER_DAY = 48
@@ -259,3 +262,11 @@ def prepare(dest: Path, *, from_paths: list[Path] | None = None, progress: bool 
     if npz is not None:
         return _prepare_npz(dest, npz)
     raise UserError(f"taxibj: no BJ13..BJ16_M32x32_T30_InOut.h5 or dataset.npz under {', '.join(map(str, from_paths))}")
+
+
+TAXIBJ = DatasetSpec(
+    "taxibj", prepare,
+    # Table 10 names gSTA; Table 12's 7.84M / 9.45M are the ConvNeXt model (--backbone convnext)
+    scales(dict(PAPER_BASE, backbone="gsta", lr=5e-4)),
+    ForecastShape(4, 4, 2, 32, 32),
+    "TaxiBJ crowd in/outflow, 2 x 32 x 32 half-hourly, 4 -> 4 (h5 files or OpenSTL dataset.npz via --from)")

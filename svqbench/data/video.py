@@ -24,8 +24,11 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from svqbench.config import PAPER_BASE, PAPER_VIDEO, scales
+from svqbench.data import DatasetSpec
 from svqbench.data.prepared import PreparedWriter
 from svqbench.errors import UserError
+from svqbench.models import ForecastShape
 
 FRAME_SCALE = 1 / 255
 
@@ -331,3 +334,19 @@ def prepare_human36m(dest: Path, *, from_paths: list[Path] | None = None, progre
                 frame_step=H36M_STEP, sources=[{"folder": str(root)}])
     return _write_clips(dest, clips, channels=["red", "green", "blue"], grid=size, in_len=in_len,
                         out_len=out_len, meta=meta)
+
+
+_VIDEO_PAPER = PAPER_BASE | PAPER_VIDEO
+KTH = DatasetSpec(
+    "kth", prepare_kth,
+    scales(_VIDEO_PAPER | dict(backbone="incepu", lr=5e-4, schedule="onecycle", warmup_epochs=0), n_s=4),
+    ForecastShape(10, 20, 1, 128, 128), "KTH human actions, 128 x 128 gray, 10 -> 20 frames (--from the jpg folders)")
+KITTICALTECH = DatasetSpec(
+    "kitticaltech", prepare_kitticaltech,
+    scales(_VIDEO_PAPER | dict(backbone="gsta", lr=1.25e-3, drop_path=0.2, schedule="onecycle"), n_s=4),
+    ForecastShape(10, 1, 3, 128, 160), "KITTI (train) and Caltech Pedestrian (test), 128 x 160 RGB, 10 -> 1 frames")
+HUMAN36M = DatasetSpec(
+    "human36m", prepare_human36m,
+    scales(_VIDEO_PAPER | dict(backbone="gsta", hid_t=512, n_s=4, codebook_size=10000, lr=2.5e-4, warmup_epochs=0,
+                               epochs=50), n_s=6),  # quick: 256 px -> 32
+    ForecastShape(4, 4, 3, 256, 256), "Human3.6M, 256 x 256 RGB, frame step 5, 4 -> 4 frames")

@@ -23,9 +23,12 @@ from pathlib import Path
 
 import numpy as np
 
-from svqbench.data.checks import WB_LAT, WB_LON, check_grid, check_times, check_values, parse_years
+from svqbench.config import PAPER_BASE, PAPER_T2M, scales
+from svqbench.data import DatasetSpec
+from svqbench.data.checks import WB_LAT, WB_LON, check_grid, check_times, check_values, parse_years, unreadable
 from svqbench.data.prepared import PreparedWriter
 from svqbench.errors import UserError
+from svqbench.models import ForecastShape
 
 WB1_URL = "https://dataserv.ub.tum.de/s/m1524895/download?path=%2F5.625deg%2F{dir}&files={dir}_5.625deg.zip"
 WB2_STORE = "gs://weatherbench2/datasets/era5/1959-2023_01_10-6h-64x32_equiangular_conservative.zarr"
@@ -109,8 +112,8 @@ class _WB1Files:
         try:
             ds = xr.open_dataset(path)
         except Exception as e:  # netCDF4 / h5 raise many types for truncated or foreign files
-            raise UserError(f"{path}: cannot be read as NetCDF ({type(e).__name__}: {e}); "
-                            f"the file is truncated or corrupt, delete it and fetch it again") from None
+            raise (unreadable(path, e) or UserError(f"{path}: cannot be read as NetCDF ({type(e).__name__}: {e}); "
+                   f"the file is truncated or corrupt, delete it and fetch it again")) from None
         try:
             if v.wb1_name not in ds:
                 raise UserError(f"{path}: no variable {v.wb1_name!r} (found: {', '.join(map(str, ds.data_vars))})")
@@ -277,9 +280,9 @@ def _locate_wb1(task: Task, years: list[int], from_paths: list[Path] | None, url
             if all(_wb1_filename(d, y) in found for y in years):
                 continue
             cached = [cache / "extracted" / _wb1_filename(d, y) for y in years]
-            if all(p.exists() for p in cached):
-                found.update({p.name: p for p in cached})
-                continue
+            if not (cache / f"{d}_5.625deg.zip").exists() and all(p.exists() for p in cached):
+                found.update({p.name: p for p in cached})  # the zip was deleted after extraction
+                continue  # (while it exists, extract() re-checks every file against it)
             archive = fetch(template.format(dir=d), cache / f"{d}_5.625deg.zip", progress=progress,
                             hint="the WeatherBench 1 server is reported dead since Dec 2024; try --source wb2, "
                                  "or pass local copies with --from PATH")
@@ -289,7 +292,8 @@ def _locate_wb1(task: Task, years: list[int], from_paths: list[Path] | None, url
     if missing:
         d, y = wanted[missing[0]]
         raise UserError(f"year {y} of {d} is missing: no {missing[0]} in {where} "
-                        f"({len(missing)} file(s) missing); pass the files or change --years")
+                        f"({len(missing)} file(s) missing; this task needs the folder(s) {', '.join(dirs)}); "
+                        f"pass the files or change --years")
     return {wanted[name]: path for name, path in found.items() if name in wanted}
 
 
@@ -298,6 +302,12 @@ def _locate_wb1(task: Task, years: list[int], from_paths: list[Path] | None, url
 
 def prepare_task(dest: Path, task_name: str, *, source: str = "wb1", from_paths: list[Path] | None = None,
                  years: str | None = None, url: str | None = None, progress: bool = True) -> Path:
+    return _task(dest, task_name, source=source, from_paths=from_paths, years=years, url=url, progress=progress)
+
+
+def _task(dest: Path, task_name: str, *, source: str, from_paths: list[Path] | None, years: str | None,
+          url: str | None, progress: bool, check_only: bool = False) -> Path | None:
+    """Locate and check every file of the task; then (unless `check_only`) convert it."""
     task = TASKS[task_name]
     split_years = parse_years(years, task.years)
     all_years = sorted({y for a, b in split_years.values() for y in range(a, b + 1)})
@@ -328,6 +338,8 @@ def prepare_task(dest: Path, task_name: str, *, source: str = "wb1", from_paths:
     for var, levels in task.fields:  # structure of every file first: fail in seconds, not after hours
         for year in all_years:
             reader.check(var, levels, year)
+    if check_only:
+        return None
     with PreparedWriter(dest, n_frames, len(task.channels), (32, 64)) as writer:
         for year in all_years:  # one year of every channel in memory at a time
             block = np.concatenate([reader.read(var, levels, year) for var, levels in task.fields], axis=1)
@@ -362,6 +374,52 @@ prepare_m = functools.partial(prepare_task, task_name="weatherbench-m")
 
 def prepare_s_all(dest: Path, *, source: str = "wb1", from_paths: list[Path] | None = None,
                   years: str | None = None, url: str | None = None, progress: bool = True) -> list[Path]:
-    """`weatherbench-s`: the four single-variable tasks, each its own prepared dataset."""
-    return [prepare_task(dest.parent / name, name, source=source, from_paths=from_paths, years=years, url=url,
-                         progress=progress) for name in S_NAMES]
+    """`weatherbench-s`: the four single-variable tasks, each its own prepared dataset. Every variable
+    folder is found and every file checked before the first task is converted."""
+    if source == "wb1" and from_paths:
+        _check_s_folders(from_paths, years)
+    kw = dict(source=source, from_paths=from_paths, years=years, url=url, progress=progress)
+    for name in S_NAMES:
+        _task(dest.parent / name, name, check_only=True, **kw)
+    return [prepare_task(dest.parent / name, name, **kw) for name in S_NAMES]
+
+
+def _check_s_folders(from_paths: list[Path], years: str | None) -> None:
+    """Name every folder weatherbench-s needs, and all that --from lacks, before anything is converted."""
+    from svqbench.data.archive import member_names
+    all_years = sorted({y for a, b in parse_years(years, _S_YEARS).values() for y in range(a, b + 1)})
+    dirs = list(dict.fromkeys(VARIABLES[v].wb1_dir for n in S_NAMES for v, _ in TASKS[n].fields))
+    have: set[str] = set()
+    for src in map(Path, from_paths):
+        if not src.exists():
+            raise UserError(f"--from {src}: no such file or folder")
+        files = sorted(src.rglob("*")) if src.is_dir() else [src]
+        for p in files:
+            have.update(member_names(p) if p.suffix == ".zip" else [p.name])
+    lacking = {d: [y for y in all_years if _wb1_filename(d, y) not in have] for d in dirs}
+    lacking = {d: ys for d, ys in lacking.items() if ys}
+    if lacking:
+        listed = "; ".join(f"{d} ({'all years' if len(ys) == len(all_years) else ', '.join(map(str, ys))})"
+                           for d, ys in lacking.items())
+        raise UserError(f"weatherbench-s needs {len(dirs)} variable folders: {', '.join(dirs)} (each "
+                        f"<dir>_<year>_5.625deg.nc for {all_years[0]}-{all_years[-1]}, as .nc files or "
+                        f"<dir>_5.625deg.zip); missing in --from: {listed}; add them, or prepare single tasks "
+                        f"(weatherbench-s-t2m, ...)")
+
+
+def _spec(name: str, prepare, paper: dict, help: str) -> DatasetSpec:
+    task = TASKS[name]
+    return DatasetSpec(name, prepare, scales(paper), ForecastShape(task.in_len, task.out_len, len(task.channels), 32, 64),
+                       help)
+
+
+S_T2M = _spec("weatherbench-s-t2m", prepare_s_t2m, dict(PAPER_T2M, backbone="gsta"),
+              "WeatherBench 5.625 deg 2 m temperature, hourly, 12 -> 12 (train 2010-15, val 2016, test 2017-18)")
+S_R = _spec("weatherbench-s-r", prepare_s_r, dict(PAPER_BASE, backbone="swin", lr=1e-3, drop_path=0.2),
+            "WeatherBench 5.625 deg relative humidity at 850 hPa, hourly, 12 -> 12")
+S_UV10 = _spec("weatherbench-s-uv10", prepare_s_uv10, dict(PAPER_BASE, backbone="swin", lr=1e-3, drop_path=0.2),
+               "WeatherBench 5.625 deg 10 m wind (u, v), hourly, 12 -> 12")
+S_TCC = _spec("weatherbench-s-tcc", prepare_s_tcc, dict(PAPER_BASE, backbone="gsta", lr=1e-2),
+              "WeatherBench 5.625 deg total cloud cover, hourly, 12 -> 12")
+M = _spec("weatherbench-m", prepare_m, dict(PAPER_BASE, backbone="moganet", lr=5e-3),
+          "WeatherBench 5.625 deg r, t, u, v at 150/500/850 hPa (12 channels), 6-hourly, 4 -> 4 (train 1979-2015)")

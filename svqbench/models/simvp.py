@@ -1,6 +1,6 @@
 """SimVP (OpenSTL layout): per-frame encoder -> quantizer slot -> translator -> decoder.
 
-Shapes follow OpenSTL exactly so parameter counts match the published ones; see REFERENCE.md.
+Shapes follow OpenSTL exactly so parameter counts match the published ones; see docs/reference.md.
 """
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from svqbench.models.translators import build_translator
-from svqbench.quantizers import QuantOut, build_quantizer
+from svqbench.quantizers import build_quantizer
+from svqbench.quantizers.base import QuantOut
 
 
 class ConvSC(nn.Module):
@@ -93,7 +94,7 @@ class SimVP(nn.Module):
         self.quantizer = build_quantizer(quantizer, dim=hid_s, **(quantizer_kwargs or {}))
         self.translator = build_translator(backbone, channels_in=in_len * hid_s, hidden=hid_t, depth=n_t,
                                            input_resolution=latent_hw, drop_path=drop_path,
-                                           mlp_ratio=mlp_ratio, frames=in_len)
+                                           mlp_ratio=mlp_ratio)
         self.dec = Decoder(hid_s, channels, n_s, spatio_kernel)
 
     @property

@@ -198,9 +198,9 @@ LEADERBOARD_KEYS = ("perplexity", "perplexity_theta2", "perplexity_theta3", "wei
                     "codebook_kurtosis", "near_zero_fraction")
 
 
-def split_batches(ds, cfg, *, split: str, device) -> Callable[[], Iterable[torch.Tensor]]:
+def model_inputs(ds, cfg, *, split: str, device) -> Callable[[], Iterable[torch.Tensor]]:
     """A re-iterable source of normalised model inputs for one split."""
-    from svqbench.train import to_tensors
+    from svqbench.data.batches import to_tensors
 
     def batches():
         for batch in ds.batches(split, cfg.batch_size):
@@ -212,4 +212,4 @@ def split_batches(ds, cfg, *, split: str, device) -> Callable[[], Iterable[torch
 def usage_on_split(model, ds, cfg, *, split: str = "test", device=torch.device("cpu"),
                    detail: bool = False) -> dict:
     model.to(device)
-    return codebook_usage(model, split_batches(ds, cfg, split=split, device=device), detail=detail)
+    return codebook_usage(model, model_inputs(ds, cfg, split=split, device=device), detail=detail)

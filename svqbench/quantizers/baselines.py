@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from svqbench.errors import UserError
-from svqbench.quantizers import QuantOut
+from svqbench.quantizers.base import QuantOut
 
 PINNED_VERSION = "1.32.0"
 FSQ_LEVELS = (8, 5, 5, 3)
@@ -102,7 +102,12 @@ def _build(name: str, dim: int, codebook_size: int) -> nn.Module:
 
 
 class LibraryQuantizer(nn.Module):
-    """One vector-quantize-pytorch method behind the QuantOut interface."""
+    """One vector-quantize-pytorch method behind the QuantOut interface (registered by name with
+    its `method` in svqbench.quantizers)."""
+
+    config_fields = {"codebook_size": "codebook_size"}
+    own_codebook_size = staticmethod(lambda *, method: default_codebook_size(method))
+    check_options = staticmethod(lambda *, method, codebook_size: check_codebook_size(method, codebook_size))
 
     def __init__(self, *, dim: int, method: str, codebook_size: int | None = None):
         super().__init__()
@@ -151,11 +156,3 @@ class LibraryQuantizer(nn.Module):
             return self.vq.codebooks[0].detach()  # shared by all layers
         return None
 
-
-def baseline(method: str):
-    def build(*, dim: int, codebook_size: int | None = None) -> LibraryQuantizer:
-        return LibraryQuantizer(dim=dim, method=method, codebook_size=codebook_size)
-    return build
-
-
-vq, rvq, grvq, mhvq, rvq_stochastic, rfsq, lfq, rlfq = (baseline(m) for m in METHODS)

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from svqbench.errors import UserError
-from svqbench.quantizers import QuantOut
+from svqbench.quantizers.base import QuantOut
 from svqbench.quantizers.svq import init_codebook
 
 DEFAULT_CODEBOOK_SIZE = 1024  # K^2 = 10^8 parameters at SVQ's K = 10000 would not fit a useful budget
@@ -28,6 +28,9 @@ def soft_threshold(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
 
 
 class LISTA(nn.Module):
+    config_fields = {"codebook_size": "codebook_size", "codebook_init": "init", "frozen_codebook": "frozen"}
+    own_codebook_size = staticmethod(lambda: DEFAULT_CODEBOOK_SIZE)
+
     def __init__(self, *, dim: int, codebook_size: int = DEFAULT_CODEBOOK_SIZE, iterations: int = 5,
                  sparsity: float = 0.1, init: str = "kaiming_uniform", frozen: bool = False):
         super().__init__()

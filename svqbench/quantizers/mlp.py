@@ -10,10 +10,12 @@ import torch
 from torch import nn
 
 from svqbench.errors import UserError
-from svqbench.quantizers import QuantOut
+from svqbench.quantizers.base import QuantOut
 
 
 class MLPBottleneck(nn.Module):
+    config_fields = {"svq_hidden": "hidden"}
+
     def __init__(self, *, dim: int, hidden: int = 128):
         super().__init__()
         if hidden < 1:

@@ -14,11 +14,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from svqbench.config import CHOICES
 from svqbench.errors import UserError
-from svqbench.quantizers import QuantOut
+from svqbench.quantizers.base import QuantOut
 
-INITS = ("normal", "kaiming_uniform", "xavier", "sparse", "trunc_normal", "orthogonal")
-IMPLS = ("factorized", "dense")
+INITS = CHOICES["codebook_init"]
+IMPLS = CHOICES["svq_impl"]
 
 
 def init_codebook(weight: torch.Tensor, method: str) -> None:
@@ -40,10 +41,19 @@ def init_codebook(weight: torch.Tensor, method: str) -> None:
 
 
 class SVQ(nn.Module):
+    config_fields = {"codebook_size": "codebook_size", "svq_hidden": "hidden", "codebook_init": "init",
+                     "frozen_codebook": "frozen", "svq_impl": "impl", "svq_one_layer": "one_layer",
+                     "svq_post_relu": "post_relu", "svq_frozen_projection": "frozen_projection",
+                     "svq_hidden_cap": "cap_hidden", "svq_hid_relu": "hid_relu"}
+
     def __init__(self, *, dim: int, codebook_size: int = 10000, hidden: int = 128, frozen: bool = False,
                  init: str = "kaiming_uniform", impl: str = "factorized", one_layer: bool = False,
-                 post_relu: bool = False, frozen_projection: bool = False):
+                 post_relu: bool = False, frozen_projection: bool = False, cap_hidden: bool = False,
+                 hid_relu: bool = True):
         super().__init__()
+        if cap_hidden:  # the reference code: hidden width K when K < 128 (its Table 6 K=10 rows)
+            hidden = min(hidden, codebook_size)
+        self.hid_relu = hid_relu
         if impl not in IMPLS:
             raise UserError(f"unknown SVQ implementation {impl!r}; choose one of: {', '.join(IMPLS)}")
         if codebook_size < 1 or hidden < 1:
@@ -74,13 +84,17 @@ class SVQ(nn.Module):
 
     def describe(self) -> dict:
         """What the run record says about the path actually taken."""
-        out = {"impl": self.impl}
+        out = {"impl": self.impl, "hidden": None if self.proj_in is None else self.proj_in.out_features,
+               "hid_relu": self.hid_relu}
         if self.impl != self.requested_impl:
             out["impl_note"] = "post-ReLU weights break the factorization; the dense (N x K) path was used"
         return out
 
     def _hidden(self, tokens: torch.Tensor) -> torch.Tensor:
-        return tokens if self.proj_in is None else torch.relu(self.proj_in(tokens))
+        if self.proj_in is None:
+            return tokens
+        h = self.proj_in(tokens)
+        return torch.relu(h) if self.hid_relu else h
 
     def weights(self, tokens: torch.Tensor) -> torch.Tensor:
         """Regression weights (N, K) for tokens (N, C): for analysis and the dense path."""

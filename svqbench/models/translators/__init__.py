@@ -1,13 +1,13 @@
-"""Translator registry: name -> constructor(channels_in, hidden, depth, input_resolution, drop_path, **kw).
+"""Translator registry: name -> build(*, channels_in, hidden, depth, input_resolution, drop_path, mlp_ratio).
 
-Every translator maps (B, T*C, H, W) -> (B, T*C, H, W). Adding one = a file + a line in `_MODULES`.
+Every translator maps (B, T*C, H, W) -> (B, T*C, H, W). Every `build` takes exactly these keyword
+arguments (a family ignores the ones it has no use for, e.g. IncepU's drop_path) and nothing else,
+so a misspelt option is a TypeError, never silently dropped. Adding one = a file + a line in `_MODULES`.
 """
 from __future__ import annotations
 
 import importlib
-from typing import Callable
-
-from torch import nn
+from typing import Any, Callable
 
 from svqbench.errors import UserError
 
@@ -33,9 +33,9 @@ def translator_names() -> list[str]:
     return sorted(_MODULES)
 
 
-def build_translator(name: str, **kwargs) -> nn.Module:
+def build_translator(name: str, **kwargs) -> Any:
     if name not in _MODULES:
         raise UserError(f"unknown backbone {name!r}; choose one of: {', '.join(translator_names())}")
     module, attr = _MODULES[name].split(":")
-    constructor: Callable[..., nn.Module] = getattr(importlib.import_module(module), attr)
+    constructor: Callable[..., Any] = getattr(importlib.import_module(module), attr)
     return constructor(**kwargs)

@@ -25,6 +25,6 @@ class ConvMixerBlock(nn.Module):
         return self.norm_2(self.act_2(self.conv_pw(x)))
 
 
-def build(*, channels_in, hidden, depth, drop_path=0.0, **_):
+def build(*, channels_in, hidden, depth, input_resolution, drop_path=0.0, mlp_ratio=8.0):
     return MidMetaNet(lambda dim, dp, i: ConvMixerBlock(dim), channels_in=channels_in, hidden=hidden, depth=depth,
                       drop_path=drop_path)

@@ -22,6 +22,6 @@ class ConvNeXtBlock(nn.Module):
         return x + self.drop_path(self.gamma[:, None, None] * self.mlp(self.norm(self.conv_dw(x))))
 
 
-def build(*, channels_in, hidden, depth, drop_path=0.0, mlp_ratio=8.0, **_):
+def build(*, channels_in, hidden, depth, input_resolution, drop_path=0.0, mlp_ratio=8.0):
     return MidMetaNet(lambda dim, dp, i: ConvNeXtBlock(dim, mlp_ratio=mlp_ratio, drop_path=dp),
                       channels_in=channels_in, hidden=hidden, depth=depth, drop_path=drop_path)

@@ -49,6 +49,6 @@ class HorBlock(nn.Module):
         return x + self.drop_path(y.permute(0, 3, 1, 2))
 
 
-def build(*, channels_in, hidden, depth, drop_path=0.0, mlp_ratio=8.0, **_):
+def build(*, channels_in, hidden, depth, input_resolution, drop_path=0.0, mlp_ratio=8.0):
     return MidMetaNet(lambda dim, dp, i: HorBlock(dim, mlp_ratio=mlp_ratio, drop_path=dp),
                       channels_in=channels_in, hidden=hidden, depth=depth, drop_path=drop_path)

@@ -60,5 +60,5 @@ class MidIncepNet(nn.Module):
         return x
 
 
-def build(*, channels_in, hidden, depth, **_):
+def build(*, channels_in, hidden, depth, input_resolution, drop_path=0.0, mlp_ratio=8.0):
     return MidIncepNet(channels_in=channels_in, hidden=hidden, depth=depth)

@@ -27,6 +27,6 @@ class MixerBlock(nn.Module):
         return from_tokens(x, h, w)
 
 
-def build(*, channels_in, hidden, depth, input_resolution, drop_path=0.0, mlp_ratio=8.0, **_):
+def build(*, channels_in, hidden, depth, input_resolution, drop_path=0.0, mlp_ratio=8.0):
     return MidMetaNet(lambda dim, dp, i: MixerBlock(dim, input_resolution, mlp_ratio=mlp_ratio, drop_path=dp),
                       channels_in=channels_in, hidden=hidden, depth=depth, drop_path=drop_path)

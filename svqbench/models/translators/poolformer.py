@@ -37,6 +37,6 @@ class PoolFormerBlock(nn.Module):
         return x + self.drop_path(self.layer_scale_2[:, None, None] * self.mlp(self.norm2(x)))
 
 
-def build(*, channels_in, hidden, depth, drop_path=0.0, mlp_ratio=8.0, **_):
+def build(*, channels_in, hidden, depth, input_resolution, drop_path=0.0, mlp_ratio=8.0):
     return MidMetaNet(lambda dim, dp, i: PoolFormerBlock(dim, mlp_ratio=mlp_ratio, drop_path=dp),
                       channels_in=channels_in, hidden=hidden, depth=depth, drop_path=drop_path)

@@ -50,7 +50,7 @@ class TAU(MidMetaNet):
         return self.divergence_weight * differential_divergence(pred, target)
 
 
-def build(*, channels_in, hidden, depth, drop_path=0.0, mlp_ratio=8.0, divergence_weight=0.1, **_):
+def build(*, channels_in, hidden, depth, input_resolution, drop_path=0.0, mlp_ratio=8.0, divergence_weight=0.1):
     return TAU(lambda dim, dp, i: GASubBlock(dim, mlp_ratio=mlp_ratio, drop_path=dp,
                                              attention=SpatialAttention(dim, gating=TemporalAttentionModule)),
                channels_in=channels_in, hidden=hidden, depth=depth, drop_path=drop_path,

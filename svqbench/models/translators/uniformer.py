@@ -52,7 +52,7 @@ class AttentionBlock(nn.Module):
         return from_tokens(x, h, w)
 
 
-def build(*, channels_in, hidden, depth, drop_path=0.0, mlp_ratio=8.0, **_):
+def build(*, channels_in, hidden, depth, input_resolution, drop_path=0.0, mlp_ratio=8.0):
     def make(dim, dp, i):
         # OpenSTL: attention where the block keeps its width and is not the first
         keeps_width = i < depth - 1 or channels_in == hidden

@@ -1,0 +1,120 @@
+"""The one way svqbench writes a file: into a temp file beside it, fsync, rename over it.
+
+A crash, a kill or a full disk leaves either the old file or the new one, never half of one and
+never a stray temp file; a failure is one line, `cannot write PATH: reason` (CannotWrite, a
+UserError). Parent folders of an output are created.
+
+    write_json(path, obj)        write_text(path, text)        write_csv(path, rows)
+    save_torch(path, obj)        save_figure(path, fig)        atomic_write(path, fill)
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import os
+from pathlib import Path
+from typing import IO, Any, Callable, Iterator
+
+from svqbench.errors import UserError
+
+
+class CannotWrite(UserError):
+    """An output could not be written (disk full, read-only folder, a file where a folder is expected)."""
+
+    def __init__(self, path: Path, error: OSError | str):
+        reason = error if isinstance(error, str) else (error.strerror or type(error).__name__)
+        super().__init__(f"cannot write {path}: {reason}")
+        self.path = path
+
+
+def ensure_dir(path: Path) -> Path:
+    """Create a folder (and its parents) or fail with one line when something is in the way."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise CannotWrite(path, "a file is in the way of this folder") from None
+    except OSError as e:
+        raise CannotWrite(path, e) from None
+    return path
+
+
+def atomic_write(path: str | os.PathLike, fill: Callable[[IO], None], *, binary: bool = True) -> Path:
+    """Call `fill(handle)` on a temp file next to `path`, fsync it and rename it over `path`."""
+    path = Path(path)
+    if path.is_dir():
+        raise CannotWrite(path, "it is a folder; give a file name")
+    ensure_dir(path.parent)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")  # per process: concurrent writers never share one
+    try:
+        with open(tmp, "wb" if binary else "w", **({} if binary else {"newline": "", "encoding": "utf-8"})) as f:
+            fill(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise CannotWrite(path, e) from None
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    return path
+
+
+def write_text(path, text: str) -> Path:
+    return atomic_write(path, lambda f: f.write(text), binary=False)
+
+
+def write_json(path, obj: Any) -> Path:
+    return write_text(path, json.dumps(obj, indent=1, default=str))
+
+
+def write_csv(path, rows: list[dict]) -> Path:
+    def fill(f):
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return atomic_write(path, fill, binary=False)
+
+
+def write_frame(path, table, **to_csv) -> Path:
+    """A pandas DataFrame as CSV."""
+    return atomic_write(path, lambda f: table.to_csv(f, index=False, **to_csv), binary=False)
+
+
+def save_torch(path, obj: Any) -> Path:
+    import torch
+    return atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def save_figure(path, fig, **savefig) -> Path:
+    """A matplotlib figure as PNG; the figure is closed."""
+    import matplotlib.pyplot as plt
+    try:
+        return atomic_write(path, lambda f: fig.savefig(f, format="png", **savefig))
+    finally:
+        plt.close(fig)
+
+
+@contextlib.contextmanager
+def replacing(path: str | os.PathLike) -> Iterator[Path]:
+    """For writers that need a path (numpy, netCDF): yields a temp path, renamed over `path` on success."""
+    path = Path(path)
+    ensure_dir(path.parent)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        yield tmp
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise CannotWrite(path, e) from None
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise

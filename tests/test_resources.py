@@ -1,0 +1,61 @@
+"""Recipes and published tables are package data: found from any folder, also from a built wheel."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pandas as pd
+
+from svqbench.resources import paper_dir, recipe_dir
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _cli(args, cwd, **env):
+    return subprocess.run([sys.executable, "-m", "svqbench", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1", COLUMNS="250", **env))
+
+
+def test_packaged_files_exist():
+    assert {p.stem for p in recipe_dir().glob("*.toml")} >= {f"table{i}" for i in (1, 2, 3, 4, 5, 6, 7, 8)}
+    assert (paper_dir() / "table1.csv").is_file()
+
+
+def test_a_built_wheel_carries_them_and_works_from_another_folder(tmp_path):
+    source = tmp_path / "source"  # a copy: building writes build/ and egg-info next to the sources
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".venv", ".git", "build", "*.egg-info", "data",
+                                                                 "results", "__pycache__", ".pytest_cache"))
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                            "-w", str(tmp_path / "dist"), str(source)], capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stderr
+    wheel = next((tmp_path / "dist").glob("svqbench-*.whl"))
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert "svqbench/resources/recipes/table5.toml" in names and "svqbench/resources/paper/table1.csv" in names
+    site = tmp_path / "site"
+    installed = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site),
+                                str(wheel)], capture_output=True, text=True, timeout=300)
+    assert installed.returncode == 0, installed.stderr
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {"PYTHONPATH": str(site)}
+    where = subprocess.run([sys.executable, "-c", "import svqbench; print(svqbench.__file__)"], cwd=elsewhere,
+                           capture_output=True, text=True, env=dict(os.environ, **env))
+    assert where.stdout.startswith(str(site)), where.stdout  # the wheel's copy, not the checkout
+    dry = _cli(["sweep", "table5", "--dry-run", "--results-dir", str(tmp_path / "r")], elsewhere, **env)
+    assert dry.returncode == 0, dry.stderr
+    assert "runs, 0 done" in dry.stdout and "svq-noise0.2" in dry.stdout
+    # compare puts the published number beside a paper-scale run without --paper
+    results = tmp_path / "results"
+    results.mkdir()
+    t2m = dict(run_id="r0", dataset="weatherbench-s-t2m", scale="paper", backbone="gsta", quantizer="svq", seed=42,
+               loss="l1", noise=0.0, codebook_size=10000, frozen_codebook=False, svq_hidden=128,
+               svq_one_layer=False, svq_post_relu=False, svq_frozen_projection=False, codebook_init="normal",
+               placement="before", test_mse=1.0, test_mae=0.61)
+    pd.DataFrame([t2m]).to_csv(results / "leaderboard.csv", index=False)
+    shown = _cli(["compare", str(results)], elsewhere, **env)
+    assert shown.returncode == 0, shown.stderr
+    assert "paper MSE" in shown.stdout and "1.018" in shown.stdout
