@@ -169,6 +169,15 @@ def prepare(
     dataset_name: Optional[str] = typer.Option(None, "--name", help="netcdf: name of the prepared dataset"),
     in_len: Optional[int] = typer.Option(None, help="netcdf: input frames (default 12)"),
     out_len: Optional[int] = typer.Option(None, help="netcdf: output frames (default 12)"),
+    splits: Optional[str] = typer.Option(None, help="netcdf: TRAIN,VAL,TEST as fractions (0.7,0.15,0.15) or date "
+                                                    "ranges START:END (1958:1999,2000:2004,2005:2010)"),
+    resample: Optional[str] = typer.Option(None, help="netcdf: mean over complete periods: daily/1D, 6h, monthly/1M, "
+                                                      "yearly/1Y"),
+    coarsen: Optional[str] = typer.Option(None, help="netcdf: block means of N x N cells, or NxM (rows x columns), "
+                                                     "e.g. 2 or 2x4"),
+    seed: Optional[int] = typer.Option(None, help="synthetic-advection: seed of the simulation (default 0)"),
+    input_noise: Optional[float] = typer.Option(None, help="synthetic-advection: std of the observation noise added "
+                                                           "to the input frames only (default 0)"),
     quiet: bool = typer.Option(False, "--quiet", help="no download progress bar"),
     data_dir: Optional[Path] = DATA,
 ):
@@ -177,7 +186,8 @@ def prepare(
 
     from svqbench.data import prepare as prepare_dataset
     options = dict(from_paths=from_paths or None, source=source, years=years, url=url, var=var or None, level=level,
-                   time=time, output_name=dataset_name, in_len=in_len, out_len=out_len)
+                   time=time, output_name=dataset_name, in_len=in_len, out_len=out_len, splits=splits,
+                   resample=resample, coarsen=coarsen, seed=seed, input_noise=input_noise)
     options = {k: v for k, v in options.items() if v is not None}
     if quiet:
         options["progress"] = False

@@ -39,6 +39,7 @@ _DATASETS: dict[str, str] = {
     "kth": "svqbench.data.video:KTH",
     "kitticaltech": "svqbench.data.video:KITTICALTECH",
     "human36m": "svqbench.data.video:HUMAN36M",
+    "synthetic-advection": "svqbench.data.synthetic:SYNTHETIC_ADVECTION",
 }
 # Names that are not one dataset: a group of them, or a converter whose output the user names.
 _CONVERTERS: dict[str, str] = {
@@ -82,6 +83,8 @@ def prepare(name: str, root: str | os.PathLike | None = None, **options) -> Path
     else:
         raise UserError(f"unknown dataset {name!r}; choose one of: {', '.join(prepare_names())}")
     accepted = inspect.signature(func).parameters
+    if "progress" not in accepted:  # --quiet means nothing to a source without a progress bar
+        options.pop("progress", None)
     extra = sorted(k for k in options if k not in accepted or k in ("dest", "task_name"))
     if extra:
         flag = {"from_paths": "--from", "output_name": "--name"}
