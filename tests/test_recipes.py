@@ -44,15 +44,17 @@ def test_one_recipe_per_paper_table_with_both_scales():
         for scale in SCALES:
             cells = recipe.cells(scale)
             assert cells and all(c.overrides["scale"] == scale for c in cells)
-        # the quick scale runs on the embedded datasets (no download needed)
-        assert {c.overrides.get("dataset", "embedded") for c in recipe.cells("quick")} <= {"embedded", "embedded-e1"}
+        # the quick scale runs on the embedded or synthetic datasets (no download needed)
+        assert {c.overrides.get("dataset", "embedded") for c in recipe.cells("quick")} <= {
+            "embedded", "embedded-e1", "synthetic-advection"}
+        assert recipe.seeds("quick") == 3
 
 
 def test_table5_recipe_is_the_noise_protocol_and_resolves():
     recipe = load_recipe(RECIPES / "table5.toml")
     quick = [resolve_cell(c) for c in recipe.cells("quick")]
     assert {(c.quantizer, c.noise) for c in quick} == {(q, e) for q in ("none", "svq") for e in (0.0, 0.2, 0.4)}
-    assert {c.dataset for c in quick} == {"embedded"} and {c.loss for c in quick} == {"l1"}
+    assert {c.dataset for c in quick} == {"synthetic-advection"} and {c.loss for c in quick} == {"l1"}
     paper = recipe.cells("paper")
     assert sorted({c.overrides["noise"] for c in paper}) == [0.0, 0.1, 0.2, 0.3, 0.4, 0.5]
     assert {c.overrides["dataset"] for c in paper} == {"weatherbench-s-t2m"}
