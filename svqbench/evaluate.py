@@ -1,11 +1,15 @@
 """Score a model, and the reference forecasts, on one split in physical units (streaming).
 
 The metric set follows the dataset's kind (meta.json "kind", default "weather"), as in OpenSTL:
-- weather: per-pixel MSE/MAE/RMSE and latitude-weighted RMSE (when the grid has latitudes);
+- weather: per-pixel MSE/MAE/RMSE/bias, the mean over channels of per-channel RMSEs (several
+  channels), latitude-weighted RMSE/MAE/bias (only when the grid has latitudes, 1-D or 2-D) and the
+  anomaly correlation against the train climatology, per lead time and per channel; with a mask,
+  over the valid cells only;
 - video / traffic: per-frame and per-pixel MSE/MAE/RMSE, SSIM and PSNR on frames mapped from
   meta "value_range" (default [0, 1]) to [0, 1] and clipped, and LPIPS (AlexNet) when its weights
   resolve offline or the user asks for it.
 Every result carries `metric_set`, which says what was computed and why LPIPS was or was not.
+The reference forecasts (persistence, climatology, input mean) go through the same accumulators.
 `evaluate_run` re-scores a finished run (`svqbench evaluate`).
 """
 from __future__ import annotations
@@ -96,28 +100,50 @@ def lpips_decision(ds: PreparedDataset, lpips: bool | None, lpips_weights=None):
                                        "backbone_weights": weights.describe()}
 
 
-def make_scorer(ds: PreparedDataset, *, lpips_model=None, device: torch.device = torch.device("cpu")) -> Scorer:
+def make_scorer(ds: PreparedDataset, *, lpips_model=None, device: torch.device = torch.device("cpu"),
+                keep_windows: bool = False) -> Scorer:
     kind = dataset_kind(ds)
     if kind == "weather":
-        return Scorer(ErrorAccumulator(ds.out_len, ds.lat))
+        return Scorer(ErrorAccumulator(ds.out_len, ds.lat, lat2d=ds.lat2d, mask=ds.mask, climatology=ds.climatology,
+                                       keep_windows=keep_windows))
     image = None
     if min(ds.grid) >= 7:
         image = ImageQualityAccumulator(ds.out_len, value_range(ds))
     lp = None if lpips_model is None else LPIPSAccumulator(ds.out_len, lpips_model, value_range=value_range(ds),
                                                              device=device)
-    return Scorer(ErrorAccumulator(ds.out_len, None, per_frame=True), image, lp)
+    return Scorer(ErrorAccumulator(ds.out_len, None, per_frame=True, mask=ds.mask, keep_windows=keep_windows), image, lp)
 
 
 def metric_set(ds: PreparedDataset, lpips_note: dict | None = None) -> dict:
     kind = dataset_kind(ds)
     if kind == "weather":
-        names = ["mse_per_pixel", "mae_per_pixel", "rmse_per_pixel"] + (["rmse_latweighted"] if ds.lat is not None else [])
-        return {"kind": kind, "metrics": names, "units": "physical (de-normalised with train statistics)"}
+        has_lat = ds.lat is not None or ds.lat2d is not None
+        names = ["mse_per_pixel", "mae_per_pixel", "rmse_per_pixel", "bias_per_pixel"]
+        names += ["rmse_mean_over_channels"] if len(ds.channels) > 1 else []
+        names += ["rmse_latweighted", "mae_latweighted", "bias_latweighted", "acc_latweighted"] if has_lat \
+            else ["acc_unweighted"]
+        notes = []
+        if ds.lat2d is not None:
+            notes.append("2-D latitude (curvilinear grid): each cell weighted by cos(lat) / mean of cos(lat) over "
+                         "the valid cells")
+        elif ds.lat is not None:
+            notes.append("latitude-weighted: each row weighted by cos(lat) / mean of cos(lat)")
+        else:
+            notes.append("no latitude coordinate: no latitude weighting")
+        notes.append("acc: anomalies against the train climatology, uncentered, per forecast (window, lead, "
+                     "channel) over the grid, then the mean over forecasts (WeatherBench 2)")
+        out = {"kind": kind, "metrics": names, "units": "physical (de-normalised with train statistics)",
+               "channels": list(ds.channels)}
+        add_mask_note(ds, out, notes)
+        out["notes"] = notes
+        return out
     names = ["mse_per_frame", "mae_per_frame", "rmse_per_frame", "mse_per_pixel", "mae_per_pixel", "rmse_per_pixel"]
     if min(ds.grid) >= 7:
         names += ["ssim", "psnr"]
     out = {"kind": kind, "metrics": names, "units": "physical (de-normalised with train statistics)",
            "image_metrics_value_range": list(value_range(ds))}
+    if ds.mask is not None:
+        add_mask_note(ds, out, [])
     if lpips_note is not None:
         if lpips_note.get("computed"):
             names.append("lpips")
@@ -125,37 +151,72 @@ def metric_set(ds: PreparedDataset, lpips_note: dict | None = None) -> dict:
     return out
 
 
+def add_mask_note(ds: PreparedDataset, out: dict, notes: list) -> None:
+    """metric_set entries of a masked dataset: how many cells count."""
+    if ds.mask is None:
+        return
+    valid, cells = int(ds.mask.sum()), int(ds.mask.size)
+    out["mask"] = {"valid_cells": valid, "cells": cells}
+    notes.append(f"masked: {valid} of {cells} cells valid")
+    out.setdefault("notes", notes)
+
+
+PER_WINDOW = "per_window"  # evaluate_model(per_window=True): {"window_start", "mse_per_pixel", "mae_per_pixel"}
+
+
 @torch.no_grad()
 def evaluate_model(model, ds: PreparedDataset, cfg: RunConfig, *, split: str = "test",
                    device: torch.device = torch.device("cpu"), dist: DistContext = SINGLE,
-                   lpips: bool | None = None, lpips_weights=None) -> dict:
+                   lpips: bool | None = None, lpips_weights=None, per_window: bool = False) -> dict:
     """Metrics of `model` on `split` (see the module doc for which).
 
     With several ranks each scores its own contiguous share of the split (no padding) and the
     sums are reduced, so every rank returns the metrics of the whole split, each window once.
+    `per_window`: also return, under PER_WINDOW, numpy arrays of every window's start frame and
+    its MSE and MAE per pixel (physical units, over T x C x valid cells), in window order (a
+    one-seed bootstrap's input; keep them out of metrics.json).
     """
     model.eval().to(device)
     lpips_model, lpips_note = lpips_decision(ds, lpips, lpips_weights)
-    scorer = make_scorer(ds, lpips_model=lpips_model, device=torch.device(device))
+    scorer = make_scorer(ds, lpips_model=lpips_model, device=torch.device(device), keep_windows=per_window)
+    starts = []
     for batch in split_batches(ds, split, cfg.batch_size, dist):
         x, _, offset = to_tensors(ds, batch, cfg.norm, device)
         pred, _ = model(x)
         phys = ds.denormalise(pred.float().cpu().numpy(), offset.cpu().numpy())
         scorer.update(torch.from_numpy(phys), torch.from_numpy(np.asarray(batch.y)))
-    return {**scorer.reduce(dist).result(), "metric_set": metric_set(ds, lpips_note)}
+        starts.append(np.asarray(batch.index, dtype=np.int64))
+    windows = None
+    if per_window:  # this rank's share, then every rank's in rank order (= window order)
+        mse, mae = scorer.errors.window_errors()
+        mine = (np.concatenate(starts) if starts else np.zeros(0, np.int64), mse, mae)
+        shares = dist.gather(mine)
+        windows = {"window_start": np.concatenate([s[0] for s in shares]),
+                   "mse_per_pixel": np.concatenate([s[1] for s in shares]),
+                   "mae_per_pixel": np.concatenate([s[2] for s in shares])}
+    out = {**scorer.reduce(dist).result(), "metric_set": metric_set(ds, lpips_note)}
+    if windows is not None:
+        out[PER_WINDOW] = windows
+    return out
+
+
+REFERENCES = ("persistence", "climatology", "input_mean")
 
 
 def evaluate_references(ds: PreparedDataset, *, split: str = "test", batch_size: int = 64) -> dict[str, dict]:
-    """persistence: repeat the last input frame; climatology: the train mean of each grid cell.
+    """persistence: repeat the last input frame; climatology: the train mean of each grid cell;
+    input_mean: the mean of the input window (per channel and cell) repeated over the lead times.
     Same metric set as the model, without LPIPS."""
-    pers, clim = make_scorer(ds), make_scorer(ds)
+    scorers = {name: make_scorer(ds) for name in REFERENCES}
     climatology = torch.from_numpy(ds.climatology)
     for batch in ds.batches(split, batch_size):
         y = torch.from_numpy(np.asarray(batch.y))
         last = torch.from_numpy(np.asarray(batch.x[:, -1:]))
-        pers.update(last.expand_as(y), y)
-        clim.update(climatology.expand_as(y), y)
-    return {"persistence": pers.result(), "climatology": clim.result()}
+        mean = torch.from_numpy(np.asarray(batch.x).mean(axis=1, keepdims=True, dtype=np.float64))
+        scorers["persistence"].update(last.expand_as(y), y)
+        scorers["climatology"].update(climatology.expand_as(y), y)
+        scorers["input_mean"].update(mean.expand(*y.shape), y)
+    return {name: scorer.result() for name, scorer in scorers.items()}
 
 
 # ---- re-scoring a saved run ---------------------------------------------------------------------
@@ -184,6 +245,7 @@ def evaluate_run(target: str | Path, *, split: str = "test", device: str = "cpu"
     dev = torch.device(device)
     t0 = time.perf_counter()
     scores = evaluate_model(model, ds, cfg, split=split, device=dev, lpips=lpips, lpips_weights=lpips_weights)
+    scores.pop(PER_WINDOW, None)  # per-window errors stay out of the JSON
     check_finite(scores, f"{run.run_id} on the {split} split", checkpoint)
     refs = evaluate_references(ds, split=split)
     usage = usage_on_split(model, ds, cfg, split=split, device=dev)  # {} without a codebook

@@ -22,13 +22,15 @@ from svqbench.checkpoint import BEST, read_weights
 from svqbench.config import RunConfig
 from svqbench.data.prepared import open_prepared
 from svqbench.distributed import DistContext, from_environment, shutdown
-from svqbench.errors import UserError
-from svqbench.evaluate import check_finite, evaluate_model, evaluate_references
-from svqbench.models import build_model
+from svqbench.errors import RunFailed, UserError
+from svqbench.evaluate import PER_WINDOW, check_finite, evaluate_model, evaluate_references
+from svqbench.data import dataset_names, dataset_spec
+from svqbench.models import build_model, check_model_size
 from svqbench.quantizers.analysis import LEADERBOARD_KEYS, usage_on_split
 from svqbench.results import append_row, create_run_dir, in_leaderboard
-from svqbench.runs import open_run
-from svqbench.train import NonFiniteError, Reporter, TrainOptions, train
+from svqbench.runs import environment_record, open_run
+from svqbench.tracking import tracker_of
+from svqbench.train import NonFiniteError, Reporter, TrainOptions, fast_paths, train
 
 
 def default_run_id(cfg: RunConfig) -> str:
@@ -43,6 +45,8 @@ def run_experiment(cfg: RunConfig, *, results_dir: Path, data_dir: Path | None =
     process group is set up from the environment and torn down at the end."""
     if run_id is not None:
         check_run_id(run_id)
+    check_device(device)
+    check_model_size(cfg, dataset_spec(cfg.dataset).shape if cfg.dataset in dataset_names() else None)
     dist, device = from_environment(device)
     try:
         return _run(cfg, results_dir=Path(results_dir), data_dir=data_dir, run_id=run_id, device=device,
@@ -58,6 +62,7 @@ def _run(cfg: RunConfig, *, results_dir: Path, data_dir, run_id, device: str, re
     dist.barrier()
     if ds is None:
         ds = open_prepared(cfg.dataset, data_dir, auto_prepare=False)
+    check_model_size(cfg, ds)
     run_id = dist.broadcast(run_id or default_run_id(cfg))
     if options.resume:
         run_dir = results_dir / run_id
@@ -72,14 +77,21 @@ def _run(cfg: RunConfig, *, results_dir: Path, data_dir, run_id, device: str, re
     model = build_model(cfg, ds)
     n_params = sum(p.numel() for p in model.parameters())
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    runtime = {**dataclasses.asdict(options), "world_size": dist.world_size}
+    # what was asked, and the paths taken (data on the device, Adam implementation, ...: svqbench.train.FastPaths)
+    runtime = {**dataclasses.asdict(options), "world_size": dist.world_size, "paths": fast_paths(options, ds, dev).record()}
     runtime.pop("resume")
     if dist.is_main and not options.resume:
         write_json(run_dir / "config.json", {"run_id": run_id, "config": cfg.to_dict(), "runtime": runtime,
                                              "svqbench": __version__, "torch": torch.__version__,
                                              "python": platform.python_version(), "device": device,
+                                             **environment_record(device),  # command, git, versions, host
                                              "quantizer_details": getattr(model.quantizer, "describe", dict)(),
-                                             "dataset_meta": {k: ds.meta[k] for k in ("name", "shape", "sources", "stats")}})
+                                             "dataset_meta": {**{k: ds.meta.get(k) for k in (
+                                                 "name", "shape", "sources", "stats", "digest", "units", "step",
+                                                 "in_len", "out_len")}, "kind": ds.kind}})
+    tracker = tracker_of(reporter) if dist.is_main else None  # --tracker (svqbench.tracking): rank 0 logs
+    if tracker:
+        tracker.begin(run_id, run_dir, {**cfg.to_dict(), "runtime": runtime}, resume=options.resume)
     try:
         result = train(cfg, ds, model, run_dir, device=dev, reporter=reporter, options=options, dist=dist)
     except NonFiniteError as e:
@@ -90,7 +102,15 @@ def _run(cfg: RunConfig, *, results_dir: Path, data_dir, run_id, device: str, re
     best = read_weights(run_dir / BEST) if dist.is_main else None
     model.load_state_dict(dist.broadcast(best)["model"])
     t0 = time.perf_counter()
-    test = evaluate_model(model, ds, cfg, split="test", device=dev, dist=dist)
+    test = evaluate_model(model, ds, cfg, split="test", device=dev, dist=dist, per_window=True)
+    windows = test.pop(PER_WINDOW)  # per-window errors: window_errors_test.npz, not metrics.json
+    try:  # broken weights give NaN metrics: a failed run, never a leaderboard row
+        check_finite(test, f"run {run_id} on the test split", run_dir / BEST)
+    except RunFailed as e:
+        if dist.is_main:
+            write_json(run_dir / "metrics.json", {"run_id": run_id, "status": "failed", "runtime": runtime,
+                                                  "failure": {"reason": "non-finite test metrics", "message": str(e)}})
+        raise
     if not dist.is_main:
         return {}
     refs = evaluate_references(ds, split="test")
@@ -104,8 +124,11 @@ def _run(cfg: RunConfig, *, results_dir: Path, data_dir, run_id, device: str, re
                "trainable_params": n_trainable, "runtime": runtime, "test": test, **refs,
                "train_aux_loss": train_aux, "codebook_usage": usage}
     write_json(run_dir / "metrics.json", metrics)
-    metrics = dict(metrics, run_dir=str(run_dir))
-    row = {"run_id": run_id, "dataset": cfg.dataset, "scale": cfg.scale, "backbone": cfg.backbone,
+    write_window_errors(run_dir / "window_errors_test.npz", windows)
+    units = ",".join(dict.fromkeys(ds.meta.get("units") or [])) or None
+    metrics = dict(metrics, run_dir=str(run_dir), units=units)
+    row = {"run_id": run_id, "dataset": cfg.dataset, "data_digest": ds.meta.get("digest"), "units": units,
+           "scale": cfg.scale, "backbone": cfg.backbone,
            "quantizer": cfg.quantizer, "seed": cfg.seed, "loss": cfg.loss, "norm": cfg.norm, "noise": cfg.noise,
            "epochs_run": result.epochs_run, "best_epoch": result.best_epoch, "params": n_params,
            "test_mse": test["mse_per_pixel"], "test_mae": test["mae_per_pixel"],
@@ -119,7 +142,34 @@ def _run(cfg: RunConfig, *, results_dir: Path, data_dir, run_id, device: str, re
            "train_seconds": round(result.seconds, 2), "finished": dt.datetime.now().isoformat(timespec="seconds")}
     if not (options.resume and in_leaderboard(results_dir, run_id)):  # a resumed run may have got this far
         append_row(results_dir, row)
+    if tracker:  # after the row: a tracking failure never costs the leaderboard
+        tracker.log_results(metrics, run_dir / "forecast_sample.png", data_dir=data_dir)
     return metrics
+
+
+def write_window_errors(path: Path, windows: dict) -> Path:
+    """Per-window test errors for a one-seed bootstrap (results.window_errors): arrays `mse`, `mae`
+    (per pixel, physical units) and `window_start`, in window order."""
+    import numpy as np
+
+    from svqbench.atomic import atomic_write
+    return atomic_write(path, lambda f: np.savez(f, mse=windows["mse_per_pixel"], mae=windows["mae_per_pixel"],
+                                                 window_start=windows["window_start"]))
+
+
+def check_device(device: str) -> None:
+    """A device torch knows and this machine has, checked before anything is downloaded or created."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise UserError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise UserError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type != "cpu":
+        raise UserError(f"--device {device}: svqbench runs on cpu or cuda")
 
 
 def check_run_id(run_id: str) -> None:
@@ -131,7 +181,8 @@ def check_run_id(run_id: str) -> None:
 
 def resume_experiment(run: str | Path, *, results_dir: Path, data_dir: Path | None = None, device: str = "cpu",
                       reporter: Reporter | None = None, precision: str | None = None, compile: bool | None = None,
-                      channels_last: bool | None = None, checkpoint_every: int | None = None) -> dict:
+                      channels_last: bool | None = None, checkpoint_every: int | None = None,
+                      data_on_device: str | None = None, log_every: int | None = None, adam: str | None = None) -> dict:
     """Continue a killed run from its newest good checkpoint with the config it was started with;
     runtime options default to the saved ones (pass one to change it, e.g. a GPU run resumed on CPU)."""
     saved_run = open_run(run, results_dir=results_dir, data_dir=data_dir)
@@ -145,8 +196,10 @@ def resume_experiment(run: str | Path, *, results_dir: Path, data_dir: Path | No
         if finished and in_leaderboard(run_dir.parent, run_dir.name):
             raise UserError(f"run {run_dir.name} already finished (see {metrics_path}); start a new run instead")
     runtime = {k: v for k, v in (saved.get("runtime") or {}).items() if k in ("precision", "compile", "channels_last",
-                                                                             "checkpoint_every")}
-    given = dict(precision=precision, compile=compile, channels_last=channels_last, checkpoint_every=checkpoint_every)
+                                                                             "checkpoint_every", "data_on_device",
+                                                                             "log_every", "adam")}
+    given = dict(precision=precision, compile=compile, channels_last=channels_last, checkpoint_every=checkpoint_every,
+                 data_on_device=data_on_device, log_every=log_every, adam=adam)
     runtime.update({k: v for k, v in given.items() if v is not None})
     return run_experiment(cfg, results_dir=run_dir.parent, data_dir=data_dir, run_id=run_dir.name, device=device,
                           reporter=reporter, options=TrainOptions(**runtime, resume=True))

@@ -8,7 +8,19 @@ Conventions (named so nobody confuses them):
   of `mse_per_frame`, and `rmse_per_pixel` of `mse_per_pixel`, as in OpenSTL.
 - `rmse_latweighted`: WeatherBench's score, the square root of the mean squared error weighted by
   cos(lat) / mean(cos(lat)) over the grid rows (mean over samples, lead times and the grid, as
-  WeatherBench's `compute_weighted_rmse` over all dimensions).
+  WeatherBench's `compute_weighted_rmse` over all dimensions). `mae_latweighted` and
+  `bias_latweighted` weight the same way. A 2-D latitude (curvilinear grid) weights every cell by
+  cos(lat2d) / mean over valid cells of cos(lat2d); without latitudes nothing is latitude-weighted.
+- `bias_per_pixel`: mean of forecast minus truth (positive = too high), per pixel like the MSE.
+- `rmse_mean_over_channels`: the mean over channels of each channel's RMSE (the reference code's
+  multi-variable number), beside `rmse_per_pixel` = sqrt of the MSE averaged over all channels.
+- `acc_latweighted` (`acc_unweighted` without latitudes): WeatherBench 2's anomaly correlation.
+  Anomalies against the train climatology c (per channel and cell): f' = pred - c, o' = true - c;
+  for every forecast (window, lead time, channel) sum(w f' o') / sqrt(sum(w f'^2) sum(w o'^2)) over
+  the (valid) grid, uncentered, w the latitude weights (1 without latitudes); then the mean over
+  forecasts. A forecast with no anomaly (f' = 0 everywhere, e.g. the climatology itself) has no
+  ACC and is left out; if no forecast has one the value is None.
+- Masks ((H, W), True = valid cell): every per-pixel sum runs over valid cells only and counts them.
 - `ssim`: skimage's `structural_similarity(data_range=1, channel_axis=...)` of each frame on
   [0, 1]-clipped data (7 x 7 uniform window, sample covariance, K1 0.01, K2 0.03), averaged over
   frames; computed here in torch float64 for whole batches at once.
@@ -38,6 +50,24 @@ def latitude_weights(lat_degrees: np.ndarray) -> np.ndarray:
     """cos(lat) / mean(cos(lat)) for each grid row."""
     w = np.cos(np.deg2rad(np.asarray(lat_degrees, dtype=np.float64)))
     return w / w.mean()
+
+
+def cell_weights(grid: tuple[int, int], *, lat: np.ndarray | None = None, lat2d: np.ndarray | None = None,
+                 mask: np.ndarray | None = None) -> np.ndarray | None:
+    """(H, W) latitude weights, cos(lat) / mean over the valid cells of cos(lat), 0 at masked cells;
+    None without a latitude (pixel indices, metres: nothing to weight by). `lat2d` (H, W) wins over
+    the rows' `lat` (H,)."""
+    h, w = grid
+    if lat2d is not None:
+        cos = np.cos(np.deg2rad(np.asarray(lat2d, dtype=np.float64)))
+    elif lat is not None:
+        cos = np.broadcast_to(np.cos(np.deg2rad(np.asarray(lat, dtype=np.float64)))[:, None], (h, w))
+    else:
+        return None
+    if cos.shape != (h, w):
+        raise ValueError(f"latitudes of shape {cos.shape} do not fit the grid {(h, w)}")
+    valid = np.ones((h, w), dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
+    return np.where(valid, cos / cos[valid].mean(), 0.0)
 
 
 # ---- pure functions over arrays (..., C, H, W) -------------------------------------------------
@@ -160,19 +190,40 @@ def psnr_per_frame(pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
 # ---- streaming accumulators over (B, T, C, H, W) batches ----------------------------------------
 
 class ErrorAccumulator:
-    """MSE/MAE/RMSE per pixel (and per frame), lat-weighted RMSE, per lead time and channel.
+    """MSE/MAE/RMSE per pixel (and per frame), lat-weighted RMSE, per lead time and channel; for
+    weather (per_frame False) also the bias, the channel-mean RMSE, lat-weighted MAE and bias, and
+    the anomaly correlation (ACC) when a climatology is given.
 
-    Streams (B, T, C, H, W) forecasts and truths in physical units; memory does not grow with data.
+    Streams (B, T, C, H, W) forecasts and truths in physical units; memory does not grow with data
+    (except the two numbers per window kept with `keep_windows`). Latitude weights come from the
+    rows' `lat_degrees` (H,) or the cells' `lat2d` (H, W); `mask` (H, W, True = valid) restricts
+    every sum to the valid cells and counts only them.
     """
-    summed_fields = ("sq", "abs", "sq_lat", "pixels", "frames", "frame_values")  # additive state (distributed.reduce_accumulator)
+    summed_fields = ("sq", "abs", "err", "sq_lat", "abs_lat", "err_lat", "acc_sum", "acc_count", "pixels", "frames",
+                     "frame_values")  # additive state (distributed.reduce_accumulator)
 
-    def __init__(self, out_len: int, lat_degrees: np.ndarray | None = None, *, per_frame: bool = False):
-        self.out_len, self.per_frame = out_len, per_frame
+    def __init__(self, out_len: int, lat_degrees: np.ndarray | None = None, *, per_frame: bool = False,
+                 lat2d: np.ndarray | None = None, mask: np.ndarray | None = None,
+                 climatology: np.ndarray | None = None, keep_windows: bool = False):
+        self.out_len, self.per_frame, self.keep_windows = out_len, per_frame, keep_windows
         self.lat_w = None if lat_degrees is None else torch.from_numpy(latitude_weights(lat_degrees))
-        self.sq = self.abs = self.sq_lat = None    # (T, C) sums, allocated at the first batch
-        self.pixels = 0                            # per lead time and channel
+        self.mask = None if mask is None or np.asarray(mask).all() else torch.from_numpy(np.asarray(mask, dtype=bool))
+        self.valid = None if self.mask is None else self.mask.double()
+        self.valid_cells = None if self.mask is None else int(self.mask.sum())
+        if lat2d is not None or (lat_degrees is not None and self.mask is not None):
+            grid = tuple((lat2d if lat2d is not None else self.mask).shape)
+            self.w = torch.from_numpy(cell_weights(grid, lat=lat_degrees, lat2d=lat2d,
+                                                   mask=None if self.mask is None else self.mask.numpy()))
+        else:  # rows only: (H, 1) broadcast, the very numbers of the unmasked 1-D case
+            self.w = None if self.lat_w is None else self.lat_w[:, None]
+        self.climatology = None if climatology is None else torch.from_numpy(np.asarray(climatology, np.float64))
+        self.sq = self.abs = self.err = None       # (T, C) sums, allocated at the first batch
+        self.sq_lat = self.abs_lat = self.err_lat = None
+        self.acc_sum = self.acc_count = None       # (T, C): sum of per-forecast ACCs, forecasts that have one
+        self.pixels = 0                            # (valid) cells per lead time and channel
         self.frames = 0                            # per lead time
         self.frame_values = 0                      # frames x C x H x W, per lead time
+        self.window_sq, self.window_abs = [], []   # per window (keep_windows): sums over T x C x valid cells
 
     @torch.no_grad()
     def update(self, pred: torch.Tensor, true: torch.Tensor) -> None:
@@ -180,18 +231,58 @@ class ErrorAccumulator:
             raise ValueError(f"expected pred and true of shape (B, {self.out_len}, C, H, W), "
                              f"got {tuple(pred.shape)} and {tuple(true.shape)}")
         b, t, c, h, w = pred.shape
+        if self.mask is not None and tuple(self.mask.shape) != (h, w):
+            raise ValueError(f"mask of shape {tuple(self.mask.shape)} does not fit frames of {h} x {w}")
         if self.sq is None:
-            self.sq, self.abs, self.sq_lat = (torch.zeros(t, c, dtype=torch.float64) for _ in range(3))
+            self.sq, self.abs, self.err = (torch.zeros(t, c, dtype=torch.float64) for _ in range(3))
+            self.sq_lat, self.abs_lat, self.err_lat = (torch.zeros(t, c, dtype=torch.float64) for _ in range(3))
+            self.acc_sum, self.acc_count = (torch.zeros(t, c, dtype=torch.float64) for _ in range(2))
+        weather = not self.per_frame
         for i in range(b):  # one sample at a time: ~6x faster than whole batches (cache), same sums
             err = pred[i].double() - true[i].double()
+            if self.valid is not None:
+                err.mul_(self.valid)  # masked cells contribute nothing
             sq = err.square()
-            self.sq += sq.sum((2, 3))
-            self.abs += err.abs().sum((2, 3))
-            if self.lat_w is not None:
-                self.sq_lat += sq.mul_(self.lat_w[:, None]).sum((2, 3))
-        self.pixels += b * h * w
+            sq_sum, abs_err = sq.sum((2, 3)), err.abs()
+            abs_sum = abs_err.sum((2, 3))
+            self.sq += sq_sum
+            self.abs += abs_sum
+            if self.keep_windows:
+                self.window_sq.append(float(sq_sum.sum()))
+                self.window_abs.append(float(abs_sum.sum()))
+            if weather:
+                self.err += err.sum((2, 3))
+            if self.w is not None:
+                if weather:
+                    self.abs_lat += abs_err.mul_(self.w).sum((2, 3))
+                    self.err_lat += (err * self.w).sum((2, 3))
+                self.sq_lat += sq.mul_(self.w).sum((2, 3))
+            if weather and self.climatology is not None:
+                self._add_acc(pred[i].double(), true[i].double())
+        self.pixels += b * (h * w if self.valid_cells is None else self.valid_cells)
         self.frames += b
         self.frame_values += b * c * h * w
+
+    def _add_acc(self, pred: torch.Tensor, true: torch.Tensor) -> None:
+        """Uncentered, weighted anomaly correlation of each (lead, channel) map of one window."""
+        fa, oa = pred - self.climatology, true - self.climatology
+        weight = self.w if self.w is not None else self.valid  # None: every cell counts once
+        wfa = fa if weight is None else fa * weight
+        cross, f2 = (wfa * oa).sum((2, 3)), (wfa * fa).sum((2, 3))
+        o2 = (oa * oa if weight is None else oa * oa * weight).sum((2, 3))
+        defined = (f2 > 0) & (o2 > 0)
+        acc = cross / (f2 * o2).sqrt()
+        self.acc_sum += torch.where(defined, acc, torch.zeros_like(acc))
+        self.acc_count += defined.double()
+
+    def window_errors(self) -> tuple[np.ndarray, np.ndarray]:
+        """(mse, mae) per pixel of every window scored (keep_windows), in the order they came."""
+        if not self.keep_windows:
+            raise ValueError("this accumulator does not keep per-window errors (keep_windows=False)")
+        if not self.frames:
+            return np.zeros(0), np.zeros(0)
+        values = self.out_len * self.sq.shape[1] * (self.pixels // self.frames)  # T x C x (valid) cells
+        return np.asarray(self.window_sq) / values, np.asarray(self.window_abs) / values
 
     def result(self) -> dict:
         if not self.frames:
@@ -220,12 +311,60 @@ class ErrorAccumulator:
                 "mse_per_frame_by_lead": (mse_lead * size).tolist(),
                 "mae_per_frame_by_lead": (mae_lead * size).tolist(),
             })
-        if self.lat_w is not None:
+        if self.w is not None:
             lat_lead_ch = self.sq_lat / n
             out["rmse_latweighted"] = math.sqrt(float(lat_lead_ch.mean()))
             out["rmse_latweighted_by_lead"] = lat_lead_ch.mean(1).sqrt().tolist()
             if channels > 1:
                 out["rmse_latweighted_by_channel"] = lat_lead_ch.mean(0).sqrt().tolist()
+        if not self.per_frame:
+            out.update(self._weather_scores(mse_lead_ch, n))
+        return out
+
+    def _weather_scores(self, mse_lead_ch: torch.Tensor, n: int) -> dict:
+        """Bias, channel-mean RMSE, lat-weighted MAE and bias, ACC; by lead, channel, lead x channel."""
+        out: dict = {}
+        channels = mse_lead_ch.shape[1]
+
+        def add(name: str, lead_ch: torch.Tensor, *, root: bool = False) -> None:
+            """`name` overall, by lead, and (several channels) by channel and by lead x channel, from a
+            (T, C) table of per-pixel means; `root`: square roots of those means (RMSE)."""
+            f = torch.sqrt if root else (lambda v: v)
+            out[name] = math.sqrt(float(lead_ch.mean())) if root else float(lead_ch.mean())
+            out[f"{name}_by_lead"] = f(lead_ch.mean(1)).tolist()
+            if channels > 1:
+                out[f"{name}_by_channel"] = f(lead_ch.mean(0)).tolist()
+                out[f"{name}_by_lead_by_channel"] = f(lead_ch).tolist()
+
+        add("bias_per_pixel", self.err / n)
+        if channels > 1:
+            out["rmse_per_pixel_by_channel"] = mse_lead_ch.mean(0).sqrt().tolist()
+            out["rmse_per_pixel_by_lead_by_channel"] = mse_lead_ch.sqrt().tolist()
+            # the reference code's multi-variable RMSE: each channel's RMSE, then their mean
+            out["rmse_mean_over_channels"] = float(mse_lead_ch.mean(0).sqrt().mean())
+            out["rmse_mean_over_channels_by_lead"] = mse_lead_ch.sqrt().mean(1).tolist()
+        if self.w is not None:
+            add("mae_latweighted", self.abs_lat / n)
+            add("bias_latweighted", self.err_lat / n)
+            if channels > 1:
+                out["rmse_latweighted_by_lead_by_channel"] = (self.sq_lat / n).sqrt().tolist()
+        if self.climatology is not None:
+            name = "acc_latweighted" if self.w is not None else "acc_unweighted"
+
+            def ratio(total: torch.Tensor, count: torch.Tensor):
+                values = (total / count).tolist() if total.dim() else float(total / count)
+                undefined = (count == 0).tolist() if count.dim() else bool(count == 0)
+                if isinstance(values, float):
+                    return None if undefined else values
+                if values and isinstance(values[0], list):
+                    return [[None if u else v for v, u in zip(row, urow)] for row, urow in zip(values, undefined)]
+                return [None if u else v for v, u in zip(values, undefined)]
+
+            out[name] = ratio(self.acc_sum.sum(), self.acc_count.sum())
+            out[f"{name}_by_lead"] = ratio(self.acc_sum.sum(1), self.acc_count.sum(1))
+            if channels > 1:
+                out[f"{name}_by_channel"] = ratio(self.acc_sum.sum(0), self.acc_count.sum(0))
+                out[f"{name}_by_lead_by_channel"] = ratio(self.acc_sum, self.acc_count)
         return out
 
 

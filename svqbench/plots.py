@@ -27,37 +27,69 @@ def _save(fig, path: Path) -> Path:
     return save_figure(path, fig, dpi=110, bbox_inches="tight")
 
 
-def learning_curves(runs: dict[str, Path], path: Path) -> Path:
-    """Train and validation loss per epoch (from each run's log.csv), one line per run label."""
+Runs = dict[str, list[Path]]  # method label -> its run folders, one per seed
+
+
+def _runs(runs: "Runs | dict[str, Path]") -> Runs:
+    return {k: (v if isinstance(v, list) else [v]) for k, v in runs.items()}
+
+
+def _unit(run_dir: Path) -> str:
+    """The physical unit of a run's data ("" when unknown or mixed)."""
+    try:
+        units = set(read_json(Path(run_dir) / "config.json").get("dataset_meta", {}).get("units") or [])
+    except UserError:
+        return ""
+    return units.pop() if len(units) == 1 else ""
+
+
+def learning_curves(runs: "Runs | dict[str, Path]", path: Path) -> Path:
+    """Train and validation loss per epoch (each run's log.csv): every seed drawn, one colour per method."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True, layout="constrained")
-    for (label, run_dir), color in zip(runs.items(), _colors(len(runs))):
-        log = pd.read_csv(Path(run_dir) / "log.csv")
-        for ax, column in zip(axes, ("train_loss", "val_loss")):
-            ax.plot(log["epoch"], log[column], color=color, label=label)
+    for (label, dirs), color in zip(_runs(runs).items(), _colors(len(runs))):
+        for k, run_dir in enumerate(dirs):
+            log = pd.read_csv(Path(run_dir) / "log.csv")
+            for ax, column in zip(axes, ("train_loss", "val_loss")):
+                ax.plot(log["epoch"], log[column], color=color, alpha=0.8 if len(dirs) == 1 else 0.55, lw=1.2,
+                        label=f"{label} ({len(dirs)} seed{'s' if len(dirs) > 1 else ''})" if k == 0 else None)
     for ax, title in zip(axes, ("train loss", "validation loss")):
         ax.set(title=title, xlabel="epoch", yscale="log")
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("loss (normalised space)")
+    axes[0].set_ylabel("loss (normalised space, one line per seed)")
     axes[1].legend(fontsize=7)
     return _save(fig, path)
 
 
-def lead_time_errors(runs: dict[str, Path], path: Path, metric: str = "mae_per_pixel") -> Path:
-    """Test error per forecast step (metrics.json `<metric>_by_lead`), with the persistence forecast."""
+def lead_time_errors(runs: "Runs | dict[str, Path]", path: Path, metric: str = "mae_per_pixel") -> Path:
+    """Test error per forecast step (metrics.json `<metric>_by_lead`): the mean over seeds with every
+    seed as a point, and the persistence forecast."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4))
-    persistence = None
-    for (label, run_dir), color in zip(runs.items(), _colors(len(runs))):
-        metrics = read_json(Path(run_dir) / "metrics.json")
-        curve = metrics.get("test", {}).get(f"{metric}_by_lead")
-        if curve is None:
-            raise UserError(f"{run_dir}/metrics.json has no test {metric}_by_lead")
-        ax.plot(np.arange(1, len(curve) + 1), curve, marker="o", color=color, label=label)
-        persistence = persistence or metrics.get("persistence", {}).get(f"{metric}_by_lead")
+    persistence, unit = None, ""
+    for (label, dirs), color in zip(_runs(runs).items(), _colors(len(runs))):
+        curves = []
+        for run_dir in dirs:
+            metrics = read_json(Path(run_dir) / "metrics.json")
+            curve = metrics.get("test", {}).get(f"{metric}_by_lead")
+            if curve is None:
+                raise UserError(f"{run_dir}/metrics.json has no test {metric}_by_lead")
+            curves.append(curve)
+            persistence = persistence or metrics.get("persistence", {}).get(f"{metric}_by_lead")
+            unit = unit or _unit(run_dir)
+        curves = np.asarray(curves, dtype=float)
+        lead = np.arange(1, curves.shape[1] + 1)
+        ax.plot(lead, curves.mean(0), marker="o", color=color,
+                label=f"{label} (mean of {len(dirs)} seed{'s' if len(dirs) > 1 else ''})")
+        if len(dirs) > 1:
+            for curve in curves:
+                ax.scatter(lead, curve, s=8, color=color, alpha=0.5)
     if persistence:
         ax.plot(np.arange(1, len(persistence) + 1), persistence, "k--", label="persistence")
-    ax.set(xlabel="lead time (forecast step)", ylabel=f"test {metric} (physical units)", title="error vs lead time")
+    what = metric.replace("_per_pixel", "").upper()
+    ax.set(xlabel="lead time (forecast steps of the data's time step)",
+           ylabel=f"test {what} per pixel" + (f" ({unit}{'²' if what == 'MSE' else ''})" if unit else ""),
+           title="error vs lead time (points: seeds)")
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
@@ -66,45 +98,60 @@ def lead_time_errors(runs: dict[str, Path], path: Path, metric: str = "mae_per_p
 
 def noise_table(board: pd.DataFrame) -> pd.DataFrame:
     """Table 5 layout from leaderboard rows: per method and eta, mean/std of test MSE and MAE over
-    seeds and the increase (%) over the same method at eta = 0."""
+    seeds (runs sharing a seed count once) and the increase (%) over the same method at eta = 0,
+    paired by seed, with its spread over seeds (`*_increase_pct_std`)."""
     if "noise" not in board.columns:
         raise UserError("the leaderboard has no `noise` column; noise curves need runs with --noise")
     from svqbench.results import split_methods
+    from svqbench.stats import per_seed
     rows = []
     # methods as compare names them, noise aside: e.g. `none`, `svq`, `none loss=l2`
     for method, runs in split_methods(board.drop(columns=["noise"])).items():
-        for eta, g in board.loc[runs.index].groupby("noise", sort=True):
-            row: dict[str, Any] = dict(method=method, noise=float(eta), runs=len(g))
+        by_eta = {float(eta): g for eta, g in board.loc[runs.index].groupby("noise", sort=True)}
+        for eta, g in by_eta.items():
+            row: dict[str, Any] = dict(method=method, noise=eta, runs=len(g), seeds=g["seed"].nunique())
             for m in ("mse", "mae"):
-                col = g[f"test_{m}"].astype(float)
+                col = per_seed(g, metric=f"test_{m}").values
                 row[f"{m}_mean"], row[f"{m}_std"] = col.mean(), (col.std(ddof=1) if len(col) > 1 else float("nan"))
+                if 0.0 in by_eta:  # the increase of each seed over the same seed at eta = 0
+                    clean = per_seed(by_eta[0.0], metric=f"test_{m}").values
+                    inc = (100.0 * (col / clean - 1)).dropna()
+                    row[f"{m}_increase_pct"] = inc.mean() if len(inc) else float("nan")
+                    row[f"{m}_increase_pct_std"] = inc.std(ddof=1) if len(inc) > 1 else float("nan")
             rows.append(row)
-    table = pd.DataFrame(rows)
-    for m in ("mse", "mae"):
-        clean = table[table["noise"] == 0.0].set_index("method")[f"{m}_mean"]
-        table[f"{m}_increase_pct"] = [100.0 * (r[f"{m}_mean"] / clean[r["method"]] - 1) if r["method"] in clean
-                                      else float("nan") for _, r in table.iterrows()]
-    return table
+    return pd.DataFrame(rows)
 
 
 def noise_curves(board: pd.DataFrame, path: Path, title: str = "noise injection (Table 5)") -> Path:
     """Test MSE/MAE vs the injected-noise fraction eta, one line per quantizer (mean +- std over
-    seeds), and the increase over eta = 0 below: the SVQ and no-SVQ curves side by side."""
+    seeds, every seed a point), and the increase over eta = 0 below (mean +- std of the per-seed
+    increases): the SVQ and no-SVQ curves side by side."""
     table = noise_table(board)
+    unit = str(board["units"].dropna().iloc[0]) if "units" in board.columns and board["units"].notna().any() else ""
     plt = _pyplot()
     fig, axes = plt.subplots(2, 2, figsize=(10, 7), sharex=True, layout="constrained")
     methods = list(dict.fromkeys(table["method"]))
+    from svqbench.results import split_methods
+    groups = split_methods(board.drop(columns=["noise"]))
     for method, color in zip(methods, _colors(len(methods))):
         g = table[table["method"] == method]
         label = method.replace("none", "no quantizer", 1) if method.startswith("none") else method
+        runs = board.loc[groups[method].index] if method in groups else None
         for j, m in enumerate(("mse", "mae")):
-            std = g[f"{m}_std"].fillna(0.0)
-            axes[0, j].errorbar(100 * g["noise"], g[f"{m}_mean"], yerr=std, marker="o", capsize=3, color=color,
-                                label=label)
-            axes[1, j].plot(100 * g["noise"], g[f"{m}_increase_pct"], marker="o", color=color, label=label)
+            axes[0, j].errorbar(100 * g["noise"], g[f"{m}_mean"], yerr=g[f"{m}_std"].fillna(0.0), marker="o",
+                                capsize=3, color=color, label=label)
+            if runs is not None and runs["seed"].nunique() > 1:
+                axes[0, j].scatter(100 * runs["noise"].astype(float), runs[f"test_{m}"].astype(float), s=10,
+                                   color=color, alpha=0.45)
+            if f"{m}_increase_pct" in g.columns:
+                axes[1, j].errorbar(100 * g["noise"], g[f"{m}_increase_pct"],
+                                    yerr=g[f"{m}_increase_pct_std"].fillna(0.0), marker="o", capsize=3,
+                                    color=color, label=label)
     for j, m in enumerate(("MSE", "MAE")):
-        axes[0, j].set(ylabel=f"test {m} (physical units)", title=f"test {m}")
-        axes[1, j].set(ylabel=f"{m} increase over eta = 0 (%)", xlabel="injected noise eta (% of input elements)")
+        suffix = f" ({unit}{'²' if m == 'MSE' else ''})" if unit else " (physical units)"
+        axes[0, j].set(ylabel=f"test {m}{suffix}", title=f"test {m}: mean ± std over seeds, points = seeds")
+        axes[1, j].set(ylabel=f"{m} increase over eta = 0 (%, ± std over seeds)",
+                       xlabel="injected noise eta (% of input elements)")
         for ax in axes[:, j]:
             ax.grid(alpha=0.3)
     axes[0, 0].legend()
@@ -113,9 +160,10 @@ def noise_curves(board: pd.DataFrame, path: Path, title: str = "noise injection 
 
 
 def forecast_sample(run_dir: Path, path: Path, *, data_dir: Path | None = None, index: int = 0,
-                    split: str = "test") -> Path:
+                    split: str = "test", anomalies: bool = False) -> Path:
     """Truth, prediction and error of one window of `split`, per variable (rows) and lead time
-    (columns), in physical units, from the run's best checkpoint."""
+    (columns), in physical units, from the run's best checkpoint. `anomalies`: truth and prediction
+    minus the window's input mean, where full fields hide the signal (weather)."""
     import torch
 
     from svqbench.data.batches import read_batch, to_tensors
@@ -133,6 +181,9 @@ def forecast_sample(run_dir: Path, path: Path, *, data_dir: Path | None = None, 
         pred, _ = model(x)
     pred = ds.denormalise(pred.float().numpy(), offset.numpy())[0]  # (T, C, H, W)
     true = np.asarray(batch.y[0], dtype=np.float64)
+    if anomalies:
+        base = np.asarray(batch.x[0], dtype=np.float64).mean(axis=0)  # (C, H, W)
+        true, pred = true - base, pred - base
     steps = list(range(pred.shape[0]))[:6]  # at most 6 lead times keep the figure readable
     units = ds.meta.get("units") or [""] * len(ds.channels)
     plt = _pyplot()
@@ -141,12 +192,15 @@ def forecast_sample(run_dir: Path, path: Path, *, data_dir: Path | None = None, 
                              layout="constrained")
     for c, name in enumerate(ds.channels):
         lo, hi = float(true[:, c].min()), float(true[:, c].max())
+        if anomalies:  # centred on zero
+            lo, hi = -max(abs(lo), abs(hi)), max(abs(lo), abs(hi))
         err = pred[:, c] - true[:, c]
         bound = float(np.abs(err[steps]).max()) or 1.0
         unit = units[c] if c < len(units) else ""
         images = {}
         for j, t in enumerate(steps):
-            rows = ((true[t, c], "truth", "viridis", lo, hi), (pred[t, c], "prediction", "viridis", lo, hi),
+            cmap = "RdBu_r" if anomalies else "viridis"
+            rows = ((true[t, c], "truth", cmap, lo, hi), (pred[t, c], "prediction", cmap, lo, hi),
                     (err[t], "error", "RdBu_r", -bound, bound))
             for r, (img, what, cmap, vmin, vmax) in enumerate(rows):
                 ax = axes[3 * c + r, j]
@@ -159,9 +213,11 @@ def forecast_sample(run_dir: Path, path: Path, *, data_dir: Path | None = None, 
                 if j == 0:
                     ax.set_ylabel(f"{name}\n{what}", fontsize=8)
         # truth and prediction share one colour scale; the error has its own, centred on zero
-        fig.colorbar(images[0], ax=axes[3 * c: 3 * c + 2, :].ravel().tolist(), fraction=0.02, label=unit)
+        fig.colorbar(images[0], ax=axes[3 * c: 3 * c + 2, :].ravel().tolist(), fraction=0.02,
+                     label=f"{'anomaly vs input mean, ' if anomalies else ''}{unit}".strip(", "))
         fig.colorbar(images[2], ax=axes[3 * c + 2, :].ravel().tolist(), fraction=0.02, label=f"error {unit}".strip())
-    fig.suptitle(f"{run_dir.name}: {split} window {index}", fontsize=9)
+    fig.suptitle(f"{run_dir.name}: {split} window {index}{' (anomalies: minus the input mean)' if anomalies else ''}",
+                 fontsize=9)
     return _save(fig, path)
 
 
@@ -177,9 +233,9 @@ def _colors(n: int) -> list:
 
 def comparison_figures(board: pd.DataFrame, out_dir: Path, *, data_dir: Path | None = None) -> list[Path]:
     """The figures `svqbench compare --plots DIR` writes, per (dataset, scale, backbone) group:
-    learning curves, error vs lead time, noise curves and their table (CSV, Table 5 layout) when eta
-    varies, and one forecast sample per method (its lowest seed). Runs whose folder is missing are
-    left out of the run-based figures."""
+    learning curves and error vs lead time (every seed), noise curves and their table (CSV, Table 5
+    layout) when eta varies, and one forecast sample per method (its lowest seed; weather data also
+    as anomalies). Runs whose folder is missing are left out of the run-based figures."""
     import re
 
     from svqbench.results import GROUP, split_methods
@@ -187,21 +243,26 @@ def comparison_figures(board: pd.DataFrame, out_dir: Path, *, data_dir: Path | N
     written: list[Path] = []
     for keys, group in board.groupby(GROUP, sort=True):
         stem = "-".join(str(k) for k in keys)
-        runs = {}
+        runs: Runs = {}
         for method, g in split_methods(group).items():
             if "run_dir" not in g.columns:
                 continue
-            run_dir = Path(g.sort_values("seed")["run_dir"].iloc[0])
-            if (run_dir / "metrics.json").is_file() and (run_dir / "log.csv").is_file():
-                runs[method] = run_dir
+            dirs = [Path(d) for d in g.sort_values("seed")["run_dir"].dropna()]
+            dirs = [d for d in dirs if (d / "metrics.json").is_file() and (d / "log.csv").is_file()]
+            if dirs:
+                runs[method] = dirs
         if runs:
             written.append(learning_curves(runs, out_dir / f"{stem}-learning-curves.png"))
             written.append(lead_time_errors(runs, out_dir / f"{stem}-lead-time.png"))
         if "noise" in group.columns and group["noise"].nunique() > 1:
             written.append(noise_curves(group, out_dir / f"{stem}-noise.png", title=f"noise injection: {stem}"))
             written.append(_write_csv(noise_table(group), out_dir / f"{stem}-noise.csv"))
-        for method, run_dir in runs.items():
+        for method, dirs in runs.items():
+            run_dir = dirs[0]  # the lowest seed
             if (run_dir / "best.pt").is_file():
                 slug = re.sub(r"[^A-Za-z0-9.=-]+", "_", method)
                 written.append(forecast_sample(run_dir, out_dir / f"{stem}-sample-{slug}.png", data_dir=data_dir))
+                if (read_json(run_dir / "config.json").get("dataset_meta") or {}).get("kind") == "weather":
+                    written.append(forecast_sample(run_dir, out_dir / f"{stem}-sample-{slug}-anomalies.png",
+                                                   data_dir=data_dir, anomalies=True))
     return written

@@ -158,7 +158,8 @@ def validate_recipe(raw: dict[str, Any], path: Path) -> None:
             raise UserError(f"{path}: {where} must be a non-empty array of tables ([[{where}]])")
         for i, cell in enumerate(cells):
             check_keys(cell, config_keys | {"label"}, f"{where}[{i}]")
-            if "label" in cell and not re.fullmatch(r"[A-Za-z0-9._-]+", str(cell["label"])):
+            if "label" in cell and not (isinstance(cell["label"], str)
+                                        and re.fullmatch(r"[A-Za-z0-9._-]+", cell["label"])):
                 raise UserError(f"{path}: label {cell['label']!r} in {where}[{i}] may only use letters, "
                                 f"digits, '.', '_' and '-'")
 

@@ -22,7 +22,7 @@ from svqbench.atomic import CannotWrite, ensure_dir, write_frame
 from svqbench.errors import UserError
 
 LEADERBOARD = "leaderboard.csv"
-REFERENCE_ROWS = ("persistence", "climatology")
+REFERENCE_ROWS = ("persistence", "climatology", "input_mean")  # evaluate.REFERENCES
 
 
 def create_run_dir(results_dir: Path, run_id: str) -> Path:
@@ -39,7 +39,12 @@ def create_run_dir(results_dir: Path, run_id: str) -> Path:
 @contextlib.contextmanager
 def locked(path: Path) -> Iterator[None]:
     """An exclusive advisory lock held on `<path>.lock` (serialises concurrent writers)."""
-    with open(path.with_name(path.name + ".lock"), "a") as handle:
+    lock = path.with_name(path.name + ".lock")
+    try:
+        handle = open(lock, "a")
+    except OSError as e:  # a read-only or missing results folder
+        raise CannotWrite(lock, e) from None
+    with handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
@@ -49,7 +54,7 @@ def locked(path: Path) -> Iterator[None]:
 
 # Columns that are names, never numbers: a run called `007` or `NA` keeps its name exactly.
 TEXT_COLUMNS = ("run_id", "dataset", "scale", "backbone", "quantizer", "loss", "norm", "precision", "finished",
-                "data_digest")
+                "data_digest", "units")
 
 
 def read_leaderboard(path: Path) -> pd.DataFrame:
@@ -116,30 +121,78 @@ def compare_table(board: pd.DataFrame, paper: pd.DataFrame | None = None) -> pd.
     missing = [c for c in GROUP + ["quantizer", "seed", "test_mse", "test_mae"] if c not in board.columns]
     if missing:
         raise UserError(f"leaderboard lacks column(s) {', '.join(missing)}; was it written by svqbench?")
-    rows = []
-    for keys, group in board.groupby(GROUP, sort=True):
+    from svqbench.stats import per_seed, seed_warning
+    rows, warnings = [], []
+    keys_of = list(GROUP)
+    if "data_digest" in board.columns:  # runs on different prepared data are never compared
+        board = board.assign(data_digest=board["data_digest"].fillna("").astype(str))
+        keys_of.append("data_digest")
+    for keys, group in board.groupby(keys_of, sort=True):
         methods = split_methods(group)
         for ref in REFERENCE_ROWS:
             if f"{ref}_mse" in group.columns:
                 # every run of the group scored the same reference forecast on the same split: one row
                 methods[ref] = pd.DataFrame({f"test_{m}": group[f"{ref}_{m}"].iloc[:1] for m in METRICS})
         for method, g in methods.items():
-            base = same_cell_baseline(g, methods) if method not in REFERENCE_ROWS else None
-            row = dict(zip(GROUP, keys), method=method, runs=len(g))
+            reference = method in REFERENCE_ROWS
+            base = same_cell_baseline(g, methods) if not reference else None
+            row = dict(zip(keys_of, keys), method=method, runs=len(g))
+            if "units" in group.columns and group["units"].notna().any():
+                row["units"] = str(group["units"].dropna().iloc[0])
+            if not reference:
+                row["seeds"] = g["seed"].nunique()
+                note = seed_warning(g, label=f"{'/'.join(map(str, keys))} {method}")
+                if note:
+                    warnings.append(note)
             for m in METRICS:
-                col = g[f"test_{m}"].astype(float)
+                # runs that share a seed (one process and torchrun) count as one seed
+                col = g[f"test_{m}"].astype(float) if reference else per_seed(g, metric=f"test_{m}").values
                 row[f"{m}_mean"] = col.mean()
                 row[f"{m}_std"] = col.std(ddof=1) if len(col) > 1 else float("nan")
                 if base is not None:
-                    b = base[f"test_{m}"].astype(float).mean()
+                    b = per_seed(base, metric=f"test_{m}").values.mean()
                     row[f"{m}_improvement_pct"] = 100.0 * (b - row[f"{m}_mean"]) / b
+                    row.update(paired_statistics(g, base, m))
             for col in ("train_aux_loss",) + LEADERBOARD_KEYS:
                 if col in g.columns:
                     row[col] = pd.to_numeric(g[col], errors="coerce").mean()
             if paper is not None and method not in REFERENCE_ROWS:
                 row.update(published_values(g.iloc[0], paper))
             rows.append(row)
-    return add_gaps(pd.DataFrame(rows))
+    table = add_gaps(pd.DataFrame(rows))
+    table.attrs["warnings"] = warnings
+    return table
+
+
+def paired_statistics(runs: pd.DataFrame, baseline: pd.DataFrame, metric: str) -> dict[str, Any]:
+    """The method's test `metric` minus the `none` baseline's of the same cell, paired by seed, with a
+    95% interval (t over seeds; one seed: bootstrap over test windows when both runs saved their
+    per-window errors) and a verdict: better / worse / within noise."""
+    from svqbench.stats import compare_runs
+    windows = {}
+    if runs["seed"].nunique() == 1 and "run_dir" in runs.columns and "run_dir" in baseline.columns:
+        errors = [window_errors(Path(str(d)), metric) for d in (runs["run_dir"].iloc[0], baseline["run_dir"].iloc[0])]
+        if all(e is not None for e in errors) and len(errors[0][0]) == len(errors[1][0]):
+            windows = dict(method_windows=errors[0][0], baseline_windows=errors[1][0], block=2 * errors[0][1])
+    c = compare_runs(runs, baseline, metric=f"test_{metric}", **windows)
+    return {f"{metric}_diff": c.mean_diff, f"{metric}_ci_low": c.ci_low, f"{metric}_ci_high": c.ci_high,
+            f"{metric}_verdict": c.verdict, "ci_method": c.method}
+
+
+def window_errors(run_dir: Path, metric: str) -> tuple[Any, int] | None:
+    """A run's per-window test errors (window_errors_test.npz) and its window length, if saved."""
+    import numpy as np
+    path = run_dir / "window_errors_test.npz"
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path) as saved:
+            values = saved[metric]
+        meta = json.loads((run_dir / "config.json").read_text()).get("dataset_meta", {})
+        length = int(meta.get("in_len", 0)) + int(meta.get("out_len", 0))
+    except (OSError, ValueError, KeyError):
+        return None
+    return values, max(1, length)
 
 
 # ------------------------------------------------------------------ methods, cells, published numbers
@@ -295,3 +348,76 @@ def add_gaps(table: pd.DataFrame) -> pd.DataFrame:
         if f"{m}_paper" in table.columns:
             table[f"{m}_gap_pct"] = 100.0 * (table[f"{m}_mean"] - table[f"{m}_paper"]) / table[f"{m}_paper"]
     return table
+
+
+# ------------------------------------------------------------------ per-lead-time scorecard
+
+# each scorecard metric, by preference: the latitude-weighted score where the grid has latitudes
+SCORECARD_METRICS = (("rmse_latweighted", "rmse_per_pixel"), ("acc_latweighted", "acc_unweighted"),
+                     ("bias_latweighted", "bias_per_pixel"))
+
+
+def scorecard(board: pd.DataFrame, metrics: tuple = SCORECARD_METRICS) -> list[dict[str, Any]]:
+    """Per-lead-time scorecards of the weather runs of a leaderboard, from each run's metrics.json
+    (`<metric>_by_lead`; with several channels `<metric>_by_lead_by_channel`, one row per variable
+    and lead). One card per prepared dataset (name and content digest) and metric: a DataFrame with
+    one row per lead time (index `lead`, 1-based; `variable`, `lead` with several channels), one
+    column per run (its run id) and one per reference forecast of the same test split (the first
+    run's). Runs without a readable metrics.json or of another kind are left out. Returns dicts
+    with dataset, data_digest, metric, step (the data's time step, when recorded), units (of the
+    metric, from the leaderboard; None for ACC or when unknown), references and table."""
+    if "run_id" not in board.columns or "run_dir" not in board.columns:
+        return []
+    groups: dict[tuple, list] = {}
+    for _, row in board.iterrows():
+        run_dir = Path(str(row["run_dir"]))
+        try:
+            saved = json.loads((run_dir / "metrics.json").read_text())
+            test = saved["test"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if not isinstance(test, dict) or (test.get("metric_set") or {}).get("kind", "weather") != "weather":
+            continue
+        try:
+            step = (json.loads((run_dir / "config.json").read_text()).get("dataset_meta") or {}).get("step")
+        except (OSError, ValueError, AttributeError):
+            step = None
+        digest = row.get("data_digest")
+        key = (str(row.get("dataset")), "" if digest is None or digest != digest else str(digest))
+        units = row.get("units")
+        groups.setdefault(key, []).append((str(row["run_id"]), saved, step, units if isinstance(units, str) else None))
+    cards = []
+    for (dataset, digest), runs in sorted(groups.items()):
+        first = runs[0][1]
+        channels = (first["test"].get("metric_set") or {}).get("channels") or []
+        for choices in metrics:
+            metric = next((m for m in choices if f"{m}_by_lead" in first["test"]), None)
+            if metric is None:
+                continue
+            columns = {run_id: saved["test"] for run_id, saved, *_ in runs}
+            columns.update({ref: first[ref] for ref in REFERENCE_ROWS if isinstance(first.get(ref), dict)})
+            by_channel = len(channels) > 1 and f"{metric}_by_lead_by_channel" in first["test"]
+            table = pd.DataFrame({name: pd.Series(_by_lead(scores, metric, by_channel), dtype=float)
+                                  for name, scores in columns.items()})
+            leads = len(first["test"][f"{metric}_by_lead"])
+            table = table.reindex(range(leads * (len(channels) if by_channel else 1)))
+            if by_channel:
+                table.index = pd.MultiIndex.from_product([channels, range(1, leads + 1)], names=["variable", "lead"])
+            else:
+                table.index = pd.RangeIndex(1, len(table) + 1, name="lead")
+            cards.append({"dataset": dataset, "data_digest": digest, "metric": metric,
+                          "step": next((r[2] for r in runs if r[2]), None),
+                          "units": None if metric.startswith("acc") else next((r[3] for r in runs if r[3]), None),
+                          "references": [
+                              r for r in REFERENCE_ROWS if r in columns], "table": table})
+    return cards
+
+
+def _by_lead(scores: dict, metric: str, by_channel: bool) -> list:
+    """One run's values of `metric` per lead time (by_channel: per variable, then lead; None where
+    the run lacks it or a value is undefined)."""
+    if by_channel:
+        rows = scores.get(f"{metric}_by_lead_by_channel")
+        return [] if rows is None else [v for per_channel in zip(*rows) for v in per_channel]
+    return list(scores.get(f"{metric}_by_lead") or [])
+

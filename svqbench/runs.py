@@ -7,15 +7,23 @@
 Every command that takes a run (`evaluate`, `analyze`, `compare --plots`, `run --resume`, `sweep`)
 goes through here, so all of them honour `--data-dir` and refuse the same bad inputs the same way.
 A run folder holds config.json (the record), log.csv, best.pt, checkpoint.pt and metrics.json.
+
+    run = load_run("my-run", device="cpu")   # the Python API (`from svqbench import load_run`): a LoadedRun
+    pred = run.forecast(x)                   # physical units in and out, the run's train statistics
+
+`environment_record` is what config.json records about the process (command line, git commit,
+versions, threads, device, host); `recorded_config` reads it back for `svqbench run --config`.
 """
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from svqbench.config import RunConfig
+from svqbench.data.prepared import PreparedDataset
 from svqbench.errors import UserError
 
 RECORD = "config.json"
@@ -62,6 +70,26 @@ def config_from_dict(values: Any, where: str) -> RunConfig:
     return cfg
 
 
+def recorded_config(path: str | Path) -> tuple[dict, dict]:
+    """(config values, runtime options) recorded in a run's config.json (or its folder), or in a JSON
+    file of config fields such as `svqbench run --print-config` prints; `svqbench run --config`."""
+    from svqbench.config import _coerce, field_names
+    path = Path(path)
+    if path.is_dir():
+        path = path / RECORD
+    if not path.is_file():
+        raise UserError(f"--config {path}: no such file; pass a run's config.json or its folder")
+    record = read_json(path)
+    values = record["config"] if isinstance(record.get("config"), dict) else record
+    if values is record:
+        values = {k: v for k, v in record.items() if k != "runtime"}
+    unknown = sorted(set(values) - field_names())
+    if unknown:
+        raise UserError(f"{path} has config key(s) this svqbench does not know: {', '.join(unknown)}")
+    runtime = record.get("runtime") if isinstance(record.get("runtime"), dict) else {}
+    return {k: _coerce(k, v, str(path)) for k, v in values.items()}, runtime
+
+
 @dataclass
 class SavedRun:
     dir: Path
@@ -91,6 +119,27 @@ class SavedRun:
         """The model its config describes, with the weights of `checkpoint` (in the run folder, or a
         path), in eval mode on `device`."""
         return load_model(self.config, ds, self.dir / checkpoint, device=device)
+
+    def load(self, *, device: str = "cpu", checkpoint: str = "best.pt") -> "LoadedRun":
+        """This run as a LoadedRun. The forecast shape and train statistics come from config.json (so the
+        dataset need not be prepared here); records without them open the dataset."""
+        from svqbench.experiment import check_device
+        from svqbench.models import ForecastShape
+        check_device(device)
+        meta = self.record.get("dataset_meta") or {}
+        if meta.get("shape") and meta.get("stats") and meta.get("in_len") and meta.get("out_len"):
+            _, c, h, w = meta["shape"]
+            shape = ForecastShape(int(meta["in_len"]), int(meta["out_len"]), int(c), int(h), int(w))
+            stats = TrainStats(mean=meta["stats"]["mean"], std=meta["stats"]["std"])
+        else:
+            ds = self.dataset()
+            shape, stats = ForecastShape.of(ds), TrainStats(mean=ds.mean, std=ds.std)
+        checkpoint_path = self.dir / checkpoint
+        if not checkpoint_path.is_file():
+            raise UserError(f"run {self.run_id} has no {checkpoint} in {self.dir}; it has not finished a validated "
+                            f"epoch")
+        model = load_model(self.config, shape, checkpoint_path, device=device)
+        return LoadedRun(self.config, model, shape, stats, self.metrics(), self.run_id, device, self)
 
 
 def load_model(cfg: RunConfig, ds, checkpoint: Path, *, device: str = "cpu"):
@@ -129,3 +178,149 @@ def locate_checkpoint(target: str | Path, results_dir: str | Path | None = None)
         return target.parent, target
     raise UserError(f"{target} does not exist; pass a run folder (results/<run-id>), a run id under "
                     "--results-dir, or a checkpoint file")
+
+
+# ---- a run ready to forecast from Python (`from svqbench import load_run`) ----------------------
+
+class TrainStats:
+    """A run's train statistics (mean and std per channel), normalising exactly as its prepared
+    dataset does: `normalise` / `denormalise` are PreparedDataset's own functions, so a forecast
+    from here equals the one `evaluate` scored. Lets a run forecast without its dataset."""
+    normalise = PreparedDataset.normalise
+    denormalise = PreparedDataset.denormalise
+
+    def __init__(self, *, mean, std):
+        import numpy as np
+        self.mean = np.asarray(mean, dtype=np.float32)
+        self.std = np.asarray(std, dtype=np.float32)
+        if self.mean.ndim != 1 or self.mean.shape != self.std.shape:
+            raise UserError(f"train statistics need one mean and one std per channel, got {self.mean.shape} "
+                            f"and {self.std.shape}")
+
+
+@dataclass
+class LoadedRun:
+    """A trained model with what it needs to forecast in physical units.
+
+        run = load_run("my-run")                 # or svqbench.export.load_exported("export/")
+        pred = run.forecast(x)                   # x (B, in_len, C, H, W), physical units -> (B, out_len, C, H, W)
+
+    `config` RunConfig, `model` (eval mode, on `device`), `shape` ForecastShape, `stats` TrainStats,
+    `metrics` (metrics.json, or None), `dataset` (the prepared data it trained on, opened on first
+    use; a run folder only), `saved` the SavedRun (None for an export)."""
+    config: RunConfig
+    model: Any
+    shape: Any
+    stats: TrainStats
+    metrics: dict | None
+    run_id: str
+    device: str = "cpu"
+    saved: SavedRun | None = None
+
+    @functools.cached_property
+    def dataset(self):
+        if self.saved is None:
+            raise UserError(f"run {self.run_id} was loaded from an export, which carries no dataset; load the run "
+                            f"folder (load_run) to read its data")
+        return self.saved.dataset()
+
+    def forecast(self, x, *, batch_size: int | None = None):
+        """(B, out_len, C, H, W) float32 numpy forecasts in physical units of `x`, (B, in_len, C, H, W)
+        in physical units (numpy or tensor), normalised with the run's train statistics."""
+        import numpy as np
+        import torch
+
+        from svqbench.data.prepared import Batch
+        if isinstance(x, torch.Tensor):
+            x = x.detach().cpu().numpy()
+        x = np.asarray(x, dtype=np.float32)
+        s = self.shape
+        want = (s.in_len, s.channels, s.height, s.width)
+        if x.ndim != 5 or x.shape[1:] != want:
+            raise UserError(f"x has shape {tuple(x.shape)}; run {self.run_id} takes (B, {', '.join(map(str, want))}): "
+                            f"B windows of {s.in_len} frames, {s.channels} channel(s), a {s.height} x {s.width} grid")
+        if not np.isfinite(x).all():
+            raise UserError("x holds NaN or infinite values; fill them before forecasting")
+        size = batch_size or self.config.batch_size
+        out = [np.zeros((0, s.out_len, *want[1:]), dtype=np.float32)]
+        self.model.eval()
+        for i in range(0, len(x), size):
+            part = x[i: i + size]
+            xn, _, offset = self.stats.normalise(Batch(part, part[:, :0], np.arange(len(part))), self.config.norm)
+            with torch.no_grad():
+                pred, _ = self.model(torch.from_numpy(np.ascontiguousarray(xn)).to(self.device))
+            out.append(self.stats.denormalise(pred.float().cpu().numpy(), offset))
+        return np.concatenate(out)
+
+
+def load_run(run: str | Path, *, results_dir: str | Path | None = "results", data_dir: str | Path | None = None,
+             device: str = "cpu", checkpoint: str = "best.pt") -> LoadedRun:
+    """A run folder (or run id under `results_dir`), or a folder written by `svqbench export`, ready to
+    forecast on `device`. The model is built from the saved config with the `checkpoint` weights."""
+    from svqbench.export import is_export, load_exported
+    if is_export(Path(run)):
+        return load_exported(run, device=device)
+    return open_run(run, results_dir=results_dir, data_dir=data_dir).load(device=device, checkpoint=checkpoint)
+
+
+
+
+# ---- the record of where and how a run ran (config.json) ----------------------------------------
+
+def environment_record(device: str) -> dict:
+    """The command line, git state, library versions, threads, device and host of this process."""
+    import importlib.metadata
+    import socket
+    import sys
+
+    import torch
+
+    def version(package: str) -> str | None:
+        try:
+            return importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            return None
+    return {"command": list(sys.argv), "git": git_state(),
+            "versions": {**{p: version(p) for p in ("numpy", "vector-quantize-pytorch", "xarray")},
+                         "torch": torch.__version__},  # with its build tag (+cpu, +cu130)
+            "torch_threads": torch.get_num_threads(), "device_name": device_name(device), "host": socket.gethostname()}
+
+
+def git_state() -> dict | None:
+    """{"commit", "dirty"} of the git checkout svqbench runs from (dirty: the package or its pins differ
+    from the commit); None for an installed copy or without git."""
+    import subprocess
+    root = Path(__file__).resolve().parent.parent
+    if not (root / ".git").exists():
+        return None
+
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", "--no-optional-locks", "-C", str(root), *args], capture_output=True,
+                                 text=True, timeout=20)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return out.stdout if out.returncode == 0 else None
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--", "svqbench", "pyproject.toml", "constraints.txt")
+    if commit is None or status is None:
+        return None
+    return {"commit": commit.strip(), "dirty": bool(status.strip())}
+
+
+def device_name(device: str) -> str:
+    """The GPU's name, or the CPU model."""
+    import platform
+
+    import torch
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        return torch.cuda.get_device_name(dev)
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

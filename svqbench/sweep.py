@@ -3,13 +3,15 @@
 Layout: results/<recipe>-<scale>/
   leaderboard.csv              one row per finished run (a cell x seed is done when its row is here)
   <recipe>-<scale>-<cell>-s<seed>/   the run folders (svqbench.experiment)
-  .claims/<run-id>.claim       who runs a cell now: {"pid", "host", "start_ticks", "since"}
+  .claims/<run-id>.claim       who runs a cell now: {"pid", "host", "start_ticks", "since", "slurm"}
 
 A sweep claims a cell by creating its claim file with O_CREAT | O_EXCL, so two sweeps never run the
-same cell. A claim whose process is gone (dead PID on this host, or a PID reused by a process that
-started later) is stale: the cell is taken over and continued from the crashed run's checkpoint
-(svqbench.train, `resume`), or started again when there is none or the recipe changed since. Claim decisions are made under one short flock so that two sweeps
-never both take over the same stale claim.
+same cell. A claim whose process is gone (dead PID on this host, a PID reused by a process that
+started later, or an earlier attempt of the same Slurm job before it was requeued) is stale: the
+cell is taken over and continued from the crashed run's checkpoint (svqbench.train, `resume`), or
+started again when there is none or the recipe changed since. Claim decisions are made under one
+short flock so that two sweeps never both take over the same stale claim. `svqbench sweep
+--launcher slurm` (svqbench.launch) makes each Slurm job claim its cell the same way.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from svqbench.atomic import ensure_dir, write_text
 from svqbench.errors import UserError
 from svqbench.recipes import Cell, Recipe, resolve_cell
 from svqbench.results import LEADERBOARD, locked, read_leaderboard
@@ -87,10 +90,16 @@ def _start_ticks(pid: int) -> int | None:
     return int(stat.rsplit(")", 1)[1].split()[19])
 
 
+def slurm_attempt() -> str | None:
+    """JOBID.RESTARTS inside a Slurm job: a requeued job keeps its id and counts one more restart."""
+    job = os.environ.get("SLURM_JOB_ID")
+    return f"{job}.{os.environ.get('SLURM_RESTART_COUNT', '0')}" if job else None
+
+
 def _owner() -> dict[str, Any]:
     pid = os.getpid()
     return {"pid": pid, "host": socket.gethostname(), "start_ticks": _start_ticks(pid),
-            "since": dt.datetime.now().isoformat(timespec="seconds")}
+            "since": dt.datetime.now().isoformat(timespec="seconds"), "slurm": slurm_attempt()}
 
 
 def claim_is_stale(claim: dict[str, Any]) -> bool:
@@ -99,6 +108,9 @@ def claim_is_stale(claim: dict[str, Any]) -> bool:
     that died mid-write leaves one."""
     if not claim:
         return True
+    ours, theirs = slurm_attempt(), claim.get("slurm")
+    if ours and isinstance(theirs, str) and theirs.split(".")[0] == ours.split(".")[0] and theirs != ours:
+        return True  # an earlier attempt of this very Slurm job, which Slurm stopped and requeued
     if claim.get("host") != socket.gethostname():
         return False
     pid = claim.get("pid")
@@ -153,6 +165,20 @@ def can_resume(run_dir: Path, config: Any) -> bool:
         return False
 
 
+def prepare_attempt(directory: Path, job: Job, log: Callable[[str], None]) -> bool:
+    """For a job just claimed: drop the last attempt's error file and say how to run it: True =
+    resume the crashed attempt from its checkpoint; False = from the start (an unfinished folder
+    that cannot be resumed, crashed before its first checkpoint or made by an older recipe, is cleared)."""
+    (directory / f"{job.run_id}.error.txt").unlink(missing_ok=True)
+    resume = can_resume(directory / job.run_id, job.config)
+    if resume:
+        log(f"{job.run_id}: resuming a crashed attempt from its checkpoint")
+    elif (directory / job.run_id).exists():
+        shutil.rmtree(directory / job.run_id)
+        log(f"{job.run_id}: cleared the unfinished run folder of a crashed attempt")
+    return resume
+
+
 Runner = Callable[..., dict]
 
 
@@ -166,7 +192,7 @@ def run_sweep(recipe: Recipe, scale: str, *, results_dir: Path, seeds: int | Non
         from svqbench.experiment import run_experiment as runner
     jobs = plan(recipe, scale, seeds=seeds, cells=cells, data_dir=data_dir)
     directory = sweep_dir(results_dir, recipe, scale)
-    directory.mkdir(parents=True, exist_ok=True)
+    ensure_dir(directory)
     report = SweepReport(directory)
     for i, job in enumerate(jobs, 1):
         state = try_claim(directory, job.run_id)
@@ -178,14 +204,9 @@ def run_sweep(recipe: Recipe, scale: str, *, results_dir: Path, seeds: int | Non
             log(f"[{i}/{len(jobs)}] {job.run_id}: running in another sweep, skipped")
             continue
         error_file = directory / f"{job.run_id}.error.txt"
-        error_file.unlink(missing_ok=True)
+        reporter = None
         try:
-            resume = can_resume(directory / job.run_id, job.config)
-            if resume:
-                log(f"[{i}/{len(jobs)}] {job.run_id}: resuming a crashed attempt from its checkpoint")
-            elif (directory / job.run_id).exists():  # crashed before its first checkpoint, or config changed
-                shutil.rmtree(directory / job.run_id)
-                log(f"[{i}/{len(jobs)}] {job.run_id}: cleared the unfinished run folder of a crashed attempt")
+            resume = prepare_attempt(directory, job, lambda message: log(f"[{i}/{len(jobs)}] {message}"))
             log(f"[{i}/{len(jobs)}] {job.run_id}: running")
             from svqbench.train import TrainOptions
             reporter = reporter_factory() if reporter_factory else None
@@ -199,7 +220,10 @@ def run_sweep(recipe: Recipe, scale: str, *, results_dir: Path, seeds: int | Non
             report.failed[job.run_id] = f"{type(e).__name__}: {e}"
             log(f"[{i}/{len(jobs)}] {job.run_id}: FAILED {type(e).__name__}: {e}")
             if not isinstance(e, UserError):
-                error_file.write_text(traceback.format_exc())
+                write_text(error_file, traceback.format_exc())
         finally:
             release_claim(directory, job.run_id)
+            close = getattr(reporter, "close", None)  # a --tracker run that did not finish ends as failed
+            if close is not None:
+                close()
     return report

@@ -14,12 +14,22 @@ touched here. Batches come from `svqbench.data.batches`, checkpoint files from
 - resumable: checkpoint.pt holds the model, optimiser, scheduler, grad scaler, every RNG state and
   the loop state (epoch, step, shuffle order, running sums, early-stopping state); a resumed CPU
   run in deterministic mode reproduces the uninterrupted one exactly.
-- a non-finite loss or gradient stops the run (NonFiniteError) before the optimiser step, so the
-  last checkpoint on disk is the last good state.
+- no per-step host sync: each step's loss, aux loss and gradient norm stay on the device and are
+  read every `log_every` steps, before a checkpoint and at the epoch end (`read_steps`); the epoch's
+  sums are then added on the host in step order, exactly as when every step was read.
+- a non-finite loss or gradient is never applied: the step is skipped where it happens (on the
+  device with fused Adam, as GradScaler skips; by a host check otherwise, which costs nothing on a
+  CPU) and the next read stops the run (NonFiniteError) naming the first bad step, so the last
+  checkpoint on disk is the last good state. A non-finite loss makes every gradient NaN (x NaN,
+  otherwise x 1.0 exactly), so under DDP all ranks skip the same step without an all-reduce.
+- batches come from a `Loader`: device-resident frames gathered and normalised on the device, or a
+  prefetching host thread (`--data-on-device`); fast paths (fused Adam, cudnn.benchmark) are chosen
+  by `fast_paths` and recorded in the run's runtime.
 """
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import sys
 import time
@@ -34,12 +44,13 @@ import torch.nn.functional as F
 from svqbench.atomic import write_csv
 from svqbench.checkpoint import CHECKPOINT, load_latest_checkpoint, save_best, save_checkpoint
 from svqbench.config import RunConfig
-from svqbench.data.batches import inject_noise, read_batch, split_batches, to_tensors
+from svqbench.data.batches import DATA_ON_DEVICE, Loader, inject_noise, resident
 from svqbench.data.prepared import PreparedDataset
 from svqbench.distributed import SINGLE, DistContext
 from svqbench.errors import RunFailed, UserError
 
 PRECISIONS = ("fp32", "bf16", "fp16")
+ADAMS = ("auto", "fused", "foreach", "for-loop")
 
 
 @dataclass(frozen=True)
@@ -48,32 +59,100 @@ class TrainOptions:
 
     precision: fp32 | bf16 | fp16 autocast of the forward pass (fp32 master weights; fp16 adds a
     gradient scaler). checkpoint_every: optimiser steps between mid-epoch checkpoints (0 = only at
-    epoch ends). resume: continue from the run folder's checkpoint instead of starting fresh."""
+    epoch ends). resume: continue from the run folder's checkpoint instead of starting fresh.
+    data_on_device: auto | yes | no, frames held on the device (svqbench.data.batches). log_every:
+    optimiser steps between reads of the device-side loss sums (and progress reports). adam: auto
+    (fused on CUDA, torch's for-loop on CPU) | fused | foreach | for-loop."""
     precision: str = "fp32"
     compile: bool = False
     channels_last: bool = False
     checkpoint_every: int = 500
     resume: bool = False
+    data_on_device: str = "auto"
+    log_every: int = 50
+    adam: str = "auto"
 
     def __post_init__(self):
         if self.precision not in PRECISIONS:
             raise UserError(f"unknown precision {self.precision!r}; choose one of: {', '.join(PRECISIONS)}")
         if self.checkpoint_every < 0:
             raise UserError(f"checkpoint-every must be >= 0 steps, got {self.checkpoint_every}")
+        if self.data_on_device not in DATA_ON_DEVICE:
+            raise UserError(f"unknown data-on-device {self.data_on_device!r}; choose one of: "
+                            f"{', '.join(DATA_ON_DEVICE)}")
+        if self.log_every < 1:
+            raise UserError(f"log-every must be >= 1 step, got {self.log_every}")
+        if self.adam not in ADAMS:
+            raise UserError(f"unknown adam {self.adam!r}; choose one of: {', '.join(ADAMS)}")
+
+
+@dataclass(frozen=True)
+class FastPaths:
+    """What a run actually uses, decided once from its TrainOptions, dataset and device (`runtime.paths`).
+
+    data: "device" (frames on the device) | "host-prefetch". adam: "fused" | "foreach" | "for-loop".
+    skip: where a non-finite step is skipped, "device" (fused Adam's found_inf, or fp16's GradScaler
+    with fused Adam) or "host" (a host check of the gradient norm; free on a CPU, a sync on a GPU)."""
+    data: str
+    adam: str
+    cudnn_benchmark: bool
+    skip: str
+
+    def record(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def fast_paths(options: TrainOptions, ds: PreparedDataset, device: torch.device | str) -> FastPaths:
+    """The paths a run takes. GPU-only ones stay off on CPU where they would change CPU numbers:
+    auto Adam is fused on CUDA and torch's default for-loop on CPU; cudnn.benchmark is CUDA's."""
+    device = torch.device(device)
+    adam = options.adam if options.adam != "auto" else "fused" if device.type == "cuda" else "for-loop"
+    return FastPaths(data="device" if resident(ds, device, options.data_on_device) else "host-prefetch",
+                     adam=adam, cudnn_benchmark=device.type == "cuda",
+                     skip="device" if adam == "fused" else "host")
+
+
+def make_adam(params, cfg: RunConfig, adam: str, device: torch.device) -> torch.optim.Adam:
+    try:
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **_adam_flags(adam, device))
+    except RuntimeError as e:
+        raise UserError(f"--adam {adam} is not supported on {device} ({e}); use --adam auto") from None
+
+
+def _adam_flags(adam: str, device: torch.device) -> dict:
+    if adam == "fused":
+        return {"fused": True}
+    if adam == "foreach":
+        return {"foreach": True}
+    return {} if device.type == "cpu" else {"foreach": False}  # for-loop: torch's own choice on CPU
+
+
+def use_adam(opt: torch.optim.Optimizer, adam: str, device: torch.device) -> None:
+    """After loading an optimiser state (which brings the saved run's fused/foreach flags): this run's
+    implementation, and its step counters where it keeps them (fused: on the device, else the CPU)."""
+    flags = _adam_flags(adam, device)
+    for group in opt.param_groups:
+        group["fused"], group["foreach"] = flags.get("fused"), flags.get("foreach")
+        for p in group["params"]:
+            st = opt.state.get(p, {})
+            if "step" in st and torch.is_tensor(st["step"]):
+                where = p.device if flags.get("fused") or group.get("capturable") else torch.device("cpu")
+                st["step"] = st["step"].to(device=where, dtype=torch.float32)
 
 
 class NonFiniteError(RunFailed):
     """The loss or the gradient stopped being finite; nothing was stepped with it."""
 
-    def __init__(self, epoch: int, step: int, what: str, checkpoint: str | None):
+    def __init__(self, epoch: int, step: int, what: str, checkpoint: str | None, *, skipped: int = 0):
         self.epoch, self.step, self.what, self.checkpoint = epoch, step, what, checkpoint
+        self.skipped = skipped  # non-finite steps skipped (never applied) before the run stopped
         kept = f"last good checkpoint {checkpoint} kept" if checkpoint else "no checkpoint was written yet"
         super().__init__(f"non-finite {what} at epoch {epoch} step {step}; training stopped, {kept}; "
                          f"try a lower --lr or --precision fp32")
 
     def record(self) -> dict:
         return {"reason": f"non-finite {self.what}", "epoch": self.epoch, "step": self.step,
-                "last_good_checkpoint": self.checkpoint, "message": str(self)}
+                "last_good_checkpoint": self.checkpoint, "skipped_steps": self.skipped, "message": str(self)}
 
 
 def lr_lambda(cfg: RunConfig, steps_per_epoch: int) -> Callable[[int], float]:
@@ -113,19 +192,34 @@ def autocast(device: torch.device, precision: str):
     return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
 
+def masked_loss(crit: Callable[..., torch.Tensor], pred: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None,
+                valid_cells: int = 0, *, reduction: str = "mean") -> torch.Tensor:
+    """`crit` over the valid grid cells only: the per-element loss of masked cells is left out and
+    the mean divides by the number of valid elements. Without a mask, exactly `crit(pred, y)`."""
+    if mask is None:
+        return crit(pred, y) if reduction == "mean" else crit(pred, y, reduction=reduction)
+    total = torch.where(mask, crit(pred, y, reduction="none"), 0.0).sum()
+    return total if reduction == "sum" else total / (y.numel() // mask.numel() * valid_cells)
+
+
+def _valid_elements(y: torch.Tensor, loader: Loader) -> int:
+    return y.numel() if loader.mask is None else y.numel() // loader.mask.numel() * loader.valid_cells
+
+
 @torch.no_grad()
 def validation_loss(model, ds: PreparedDataset, cfg: RunConfig, device: torch.device, *,
-                    dist: DistContext = SINGLE, precision: str = "fp32") -> float:
-    """Mean loss per element over the validation split, or its `max_val_windows` subset (summed across ranks)."""
+                    dist: DistContext = SINGLE, precision: str = "fp32", loader: Loader | None = None) -> float:
+    """Mean loss per (valid) element over the validation split, or its `max_val_windows` subset (summed
+    across ranks). One host read at the end."""
     model.eval()
     crit = loss_fn(cfg.loss)
+    loader = loader or Loader(ds, cfg.norm, device, on_device=resident(ds, torch.device(device), "auto"))
     sums = torch.zeros(2, dtype=torch.float64, device=device)  # loss sum, element count
-    for batch in split_batches(ds, "val", cfg.batch_size, dist, limit=cfg.max_val_windows):
-        x, y, _ = to_tensors(ds, batch, cfg.norm, device)
+    for x, y in loader.split("val", cfg.batch_size, dist, limit=cfg.max_val_windows):
         with autocast(device, precision):
             pred, _ = model(x)
-        sums[0] += crit(pred.float(), y, reduction="sum").double()
-        sums[1] += y.numel()
+        sums[0] += masked_loss(crit, pred.float(), y, loader.mask, loader.valid_cells, reduction="sum").double()
+        sums[1] += _valid_elements(y, loader)
     dist.all_reduce_sum([sums])
     return float(sums[0] / sums[1])
 
@@ -143,7 +237,9 @@ class TrainResult:
 
 
 class Reporter:
-    """Progress hooks; the CLI subclasses this with a rich progress bar."""
+    """Progress hooks; the CLI subclasses this with a rich progress bar. `step` is called once per
+    optimiser step, in bursts when the step losses are read (every `log_every` steps), each time with
+    the mean loss of the steps of that read."""
 
     def start(self, total_steps: int) -> None: ...
     def step(self, epoch: int, loss: float, lr: float) -> None: ...
@@ -191,6 +287,16 @@ class LoopState:
 
 
 @dataclass
+class StepRecord:
+    """One optimiser step as it waits on the device: (loss, aux loss, gradient norm) not read yet."""
+    values: torch.Tensor   # float32 (3,) on the device
+    epoch: int
+    step: int
+    global_step: int
+    samples: int           # windows this rank adds to the epoch's loss sum (0 for an empty share)
+
+
+@dataclass
 class Training:
     """Everything the loop works on, made once by `setup`."""
     cfg: RunConfig
@@ -210,17 +316,24 @@ class Training:
     options: TrainOptions
     dist: DistContext
     run_dir: Path
+    loader: Loader
+    paths: FastPaths
     state: LoopState = field(default_factory=LoopState)
     last_good: str | None = None  # the checkpoint a failure can fall back to
+    pending: list[StepRecord] = field(default_factory=list)  # steps not read yet
+    reporter: Reporter = field(default_factory=QuietReporter)
 
 
 def setup(cfg: RunConfig, ds: PreparedDataset, model, run_dir: Path, *, device: torch.device,
           options: TrainOptions, dist: DistContext) -> Training:
+    paths = fast_paths(options, ds, device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = paths.cudnn_benchmark
     model.to(device)
     if options.channels_last:
         model.to(memory_format=torch.channels_last)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = make_adam(params, cfg, paths.adam, device)
     steps_per_epoch = ds.num_batches("train", cfg.batch_size)
     if cfg.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
@@ -229,7 +342,8 @@ def setup(cfg: RunConfig, ds: PreparedDataset, model, run_dir: Path, *, device: 
                     scaler=torch.amp.GradScaler(device.type, enabled=options.precision == "fp16"),
                     crit=loss_fn(cfg.loss), rng=np.random.default_rng(cfg.seed),
                     noise_gen=torch.Generator().manual_seed(cfg.seed + 1), steps_per_epoch=steps_per_epoch,
-                    device=device, options=options, dist=dist, run_dir=Path(run_dir))
+                    device=device, options=options, dist=dist, run_dir=Path(run_dir),
+                    loader=Loader(ds, cfg.norm, device, on_device=paths.data == "device"), paths=paths)
 
 
 def wrap_model(t: Training) -> None:
@@ -260,6 +374,7 @@ def restore(t: Training, reporter: Reporter) -> None:
     ckpt, t.last_good = found
     t.model.load_state_dict(ckpt["model"])
     t.opt.load_state_dict(ckpt["optimizer"])
+    use_adam(t.opt, t.paths.adam, t.device)  # the saved run may have used another implementation
     t.sched.load_state_dict(ckpt["scheduler"])
     if ckpt["scaler"]:  # empty when saved by a run without fp16 (precision may change on resume)
         t.scaler.load_state_dict(ckpt["scaler"])
@@ -278,7 +393,9 @@ def restore(t: Training, reporter: Reporter) -> None:
 
 
 def save_resume_state(t: Training) -> None:
-    """checkpoint.pt: everything `restore` needs (the partial loss sums of all ranks on rank 0)."""
+    """checkpoint.pt: everything `restore` needs (the partial loss sums of all ranks on rank 0).
+    The steps not read yet are read first: a non-finite one stops the run before anything is written."""
+    read_steps(t)
     state, dist = t.state, t.dist
     partial = torch.tensor([state.loss_sum, float(state.samples)], dtype=torch.float64)
     dist.all_reduce_sum([partial])
@@ -296,57 +413,106 @@ def save_resume_state(t: Training) -> None:
 
 # ---------------------------------------------------------------- one step, one epoch end
 
-def train_step(t: Training) -> float:
-    """One optimiser step on this rank's share of the next global batch; returns its loss."""
-    cfg, state, dist = t.cfg, t.state, t.dist
-    positions = state.order[state.step * cfg.batch_size: (state.step + 1) * cfg.batch_size]
-    lo, hi = dist.bounds(len(positions))
-    # a rank whose share is empty (global batch smaller than the world) still runs
-    # forward/backward on one window with weight 0, as DDP needs every rank
-    share = (hi - lo) / len(positions)
+def step_rows(t: Training, step: int) -> tuple[int, int, float, tuple[int, int], int]:
+    """Optimiser step `step` of the epoch on this rank: [a, b) of its windows in the epoch's order,
+    its share of the global batch, its rows (lo, hi) in the global batch and the global batch size.
+    A rank whose share is empty (global batch smaller than the world) still runs forward/backward
+    on one window with weight 0, as DDP needs every rank."""
+    size = t.cfg.batch_size
+    first = step * size
+    count = min(size, len(t.state.order) - first)
+    lo, hi = t.dist.bounds(count)
+    share = (hi - lo) / count
     if hi == lo:
         lo, hi = 0, 1
-    mine = positions[lo:hi]
-    x, y, _ = to_tensors(t.ds, read_batch(t.ds, "train", mine), cfg.norm, t.device)
-    x = inject_noise(x, cfg.noise, t.noise_gen, rows=(lo, hi), batch_rows=len(positions))
+    return first + lo, first + hi, share, (lo, hi), count
+
+
+def train_step(t: Training, x: torch.Tensor, y: torch.Tensor) -> None:
+    """One optimiser step on this rank's share (x, y) of the next global batch. Nothing is read back
+    to the host: the step's loss, aux loss and gradient norm wait in `t.pending` for `read_steps`."""
+    cfg, state, dist = t.cfg, t.state, t.dist
+    a, b, share, rows, batch_rows = step_rows(t, state.step)
+    x = inject_noise(x, cfg.noise, t.noise_gen, rows=rows, batch_rows=batch_rows)
     if t.options.channels_last:
         x = x.contiguous()
     with autocast(t.device, t.options.precision):
         pred, aux = t.net(x)
-    forecast = t.crit(pred.float(), y)
+    forecast = masked_loss(t.crit, pred.float(), y, t.loader.mask, t.loader.valid_cells)
     loss = forecast + aux + t.model.regularizer(pred.float(), y)  # TAU's divergence term, else 0
     # DDP averages gradients over ranks: weight by share * world so the average is the
     # gradient of the global-batch loss (identical to one process for equal shares)
     weighted = loss * (share * dist.world_size) if dist.enabled else loss
+    # a non-finite loss makes every gradient NaN (x NaN; x 1.0 otherwise, which changes no bit), and
+    # DDP's gradient average carries that to every rank: all ranks skip the same step, no all-reduce
+    weighted = weighted * torch.where(torch.isfinite(loss.detach()), 1.0, math.nan)
     t.opt.zero_grad(set_to_none=True)
     t.scaler.scale(weighted).backward()
     t.scaler.unscale_(t.opt)
     grads = [p.grad for p in t.params if p.grad is not None]
     norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=t.device)
-    loss_ok, grad_ok = bool(torch.isfinite(loss)), bool(torch.isfinite(norm))
-    if t.options.precision == "fp16":
-        grad_ok = True  # the grad scaler skips overflowing steps and lowers its scale
-    if dist.any(not (loss_ok and grad_ok)):
-        what = "loss" if not loss_ok else "gradient" if not grad_ok else "loss or gradient on another rank"
-        raise NonFiniteError(state.epoch, state.step, what, t.last_good)
-    t.scaler.step(t.opt)
-    t.scaler.update()
+    apply_step(t, norm)
     t.sched.step()
-    value = loss.item()
-    state.aux_sum, state.aux_steps = state.aux_sum + float(aux.detach()), state.aux_steps + 1
-    if share > 0:
-        state.loss_sum += value * len(mine)
-        state.samples += len(mine)
+    t.pending.append(StepRecord(torch.stack([loss.detach().float(), aux.detach().float(), norm.detach().float()]),
+                                state.epoch, state.step, state.global_step, (b - a) if share > 0 else 0))
     state.step += 1
     state.global_step += 1
-    return value
+
+
+def apply_step(t: Training, norm: torch.Tensor) -> None:
+    """The optimiser step, skipped when the gradient is not finite (which a non-finite loss makes it)."""
+    if t.options.precision == "fp16":  # GradScaler skips inf/NaN gradients (on the device with fused Adam)
+        t.scaler.step(t.opt)
+        t.scaler.update()
+        return
+    bad = ~torch.isfinite(norm)
+    if t.paths.adam == "fused":
+        t.opt.found_inf = bad.to(torch.float32)  # fused Adam leaves weights and state alone where set
+        try:
+            t.opt.step()
+        finally:
+            del t.opt.found_inf
+    elif not bool(bad):  # a host check: free on a CPU, one sync per step on a GPU
+        t.opt.step()
+
+
+def read_steps(t: Training) -> None:
+    """Read the steps waiting on the device (one transfer), add them to the epoch's sums in step
+    order, report their mean loss. The first non-finite step (it was skipped) stops the run here;
+    under DDP the ranks agree on it with one all-reduce per read."""
+    pending, t.pending = t.pending, []
+    if not pending:
+        return
+    state, dist = t.state, t.dist
+    values = torch.stack([p.values for p in pending]).cpu().tolist()
+    fp16 = t.options.precision == "fp16"  # its grad scaler skips overflowing steps: not a failure
+    bad = [i for i, (loss, _, norm) in enumerate(values)
+           if not math.isfinite(loss) or not (fp16 or math.isfinite(norm))]
+    first = bad[0] if bad else len(pending)
+    if dist.enabled:
+        first = int(dist.all_reduce_min(float(first)))
+    if first < len(pending):
+        loss, _, _ = values[first]
+        what = "loss" if not math.isfinite(loss) else "gradient" if first in bad else \
+            "loss or gradient on another rank"
+        p = pending[first]
+        raise NonFiniteError(p.epoch, p.step, what, t.last_good, skipped=len(bad))
+    for p, (loss, aux, _) in zip(pending, values):
+        state.aux_sum, state.aux_steps = state.aux_sum + aux, state.aux_steps + 1
+        if p.samples:
+            state.loss_sum += loss * p.samples
+            state.samples += p.samples
+    mean, lr = sum(v[0] for v in values) / len(values), t.opt.param_groups[0]["lr"]
+    for p in pending:
+        t.reporter.step(p.epoch, mean, lr)
 
 
 def end_of_epoch(t: Training, seconds: float) -> dict:
     """Validate, keep the best weights, log the epoch, decide on early stopping; returns the log row."""
+    read_steps(t)
     cfg, state, dist = t.cfg, t.state, t.dist
     epoch = state.epoch
-    val = validation_loss(t.forward, t.ds, cfg, t.device, dist=dist, precision=t.options.precision)
+    val = validation_loss(t.forward, t.ds, cfg, t.device, dist=dist, precision=t.options.precision, loader=t.loader)
     if not math.isfinite(val):
         raise NonFiniteError(epoch, state.step, "validation loss", t.last_good)
     totals = torch.tensor([state.loss_sum, float(state.samples)], dtype=torch.float64)
@@ -378,6 +544,7 @@ def train(cfg: RunConfig, ds: PreparedDataset, model, run_dir: Path, *, device: 
     options = options or TrainOptions()
     reporter = (reporter or Reporter()) if dist.is_main else QuietReporter()
     t = setup(cfg, ds, model, run_dir, device=device, options=options, dist=dist)
+    t.reporter = reporter
     if options.resume:
         restore(t, reporter)
     wrap_model(t)
@@ -390,11 +557,18 @@ def train(cfg: RunConfig, ds: PreparedDataset, model, run_dir: Path, *, device: 
                 state.order = t.rng.permutation(len(ds.splits["train"]))
             t.model.train()
             t_epoch = time.perf_counter()
-            while state.step < t.steps_per_epoch:
-                loss = train_step(t)
-                reporter.step(state.epoch, loss, t.opt.param_groups[0]["lr"])
-                if every and state.global_step % every == 0 and state.step < t.steps_per_epoch:
-                    save_resume_state(t)
+            batches = t.loader.batches("train", state.order,
+                                       [step_rows(t, s)[:2] for s in range(state.step, t.steps_per_epoch)])
+            try:
+                for x, y in batches:
+                    train_step(t, x, y)
+                    if len(t.pending) >= options.log_every:
+                        read_steps(t)
+                    if every and state.global_step % every == 0 and state.step < t.steps_per_epoch:
+                        save_resume_state(t)
+            finally:
+                batches.close()  # stops a prefetching thread
+            read_steps(t)
             row = end_of_epoch(t, time.perf_counter() - t_epoch)
             reporter.epoch(row)
             if state.finished and state.epoch < cfg.epochs:

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from skimage.metrics import structural_similarity
@@ -69,10 +70,105 @@ def test_weather_metrics_are_per_pixel_in_physical_units(embedded_root):
     assert scores["metric_set"]["kind"] == "weather" and "mse_per_frame" not in scores and "ssim" not in scores
     # the reference forecasts get the same metric set
     refs = evaluate_references(ds, split="test")
-    assert set(refs) == {"persistence", "climatology"} and "rmse_latweighted" in refs["climatology"]
+    assert set(refs) == {"persistence", "climatology", "input_mean"} and "rmse_latweighted" in refs["climatology"]
     last = np.stack([ds.window("test", i)[0][-1] for i in range(len(ds.splits["test"]))]).astype(np.float64)
     persistence = target_windows(ds, "test") - last[:, None]
     assert refs["persistence"]["mae_per_pixel"] == pytest.approx(np.mean(np.abs(persistence)), rel=1e-6)
+    inputs = np.stack([ds.window("test", i)[0] for i in range(len(ds.splits["test"]))]).astype(np.float64)
+    input_mean = target_windows(ds, "test") - inputs.mean(1, keepdims=True)
+    assert refs["input_mean"]["mae_per_pixel"] == pytest.approx(np.mean(np.abs(input_mean)), rel=1e-9)
+    np.testing.assert_allclose(refs["input_mean"]["mae_per_pixel_by_lead"], np.abs(input_mean).mean((0, 2, 3, 4)),
+                               rtol=1e-9)
+    # the bar on the embedded test split (issue 14): input mean 0.5870 K, persistence 0.6677 K, climatology 4.51 K
+    assert refs["input_mean"]["mae_per_pixel"] == pytest.approx(0.58704, abs=5e-5)
+    assert refs["persistence"]["mae_per_pixel"] == pytest.approx(0.66765, abs=5e-5)
+    assert refs["climatology"]["mae_per_pixel"] == pytest.approx(4.5136, abs=5e-4)
+    # ACC against the train climatology: the climatology forecast has no anomaly, so no ACC
+    assert refs["climatology"]["acc_latweighted"] is None
+    assert refs["input_mean"]["acc_latweighted"] == pytest.approx(0.99123, abs=5e-5)
+    assert scores["metric_set"]["notes"][0] == "latitude-weighted: each row weighted by cos(lat) / mean of cos(lat)"
+    assert "mask" not in scores["metric_set"] and scores["metric_set"]["channels"] == ["air_temperature"]
+
+
+def test_per_window_errors_in_window_order(embedded_root):
+    ds = open_prepared("embedded", embedded_root)
+    cfg = RunConfig(**{**TINY, "norm": "window", "batch_size": 7})
+    scores = evaluate_model(Zeros(ds.out_len), ds, cfg, split="test", per_window=True)
+    windows = scores.pop("per_window")
+    assert "per_window" not in evaluate_model(Zeros(ds.out_len), ds, cfg, split="test")
+    np.testing.assert_array_equal(windows["window_start"], ds.splits["test"])
+    inputs = np.stack([ds.window("test", i)[0] for i in range(len(ds.splits["test"]))]).astype(np.float64)
+    err = target_windows(ds, "test") - inputs.mean(1, keepdims=True)  # norm=window, zero anomaly: the input mean
+    # (the model's forecast is de-normalised in float32: agreement to ~1e-6)
+    np.testing.assert_allclose(windows["mae_per_pixel"], np.abs(err).mean((1, 2, 3, 4)), rtol=1e-5)
+    np.testing.assert_allclose(windows["mse_per_pixel"], (err ** 2).mean((1, 2, 3, 4)), rtol=1e-5)
+    assert windows["mse_per_pixel"].mean() == pytest.approx(scores["mse_per_pixel"], rel=1e-12)
+
+
+@pytest.fixture(scope="module")
+def grid_root(tmp_path_factory) -> Path:
+    """Three small weather datasets: rows with latitudes and a land mask, a curvilinear grid with
+    2-D latitudes, and a grid in pixels (no latitude)."""
+    from svqbench.data.prepared import PreparedWriter
+    rng = np.random.default_rng(7)
+    n, h, w = 40, 6, 8
+    frames = (280 + np.cumsum(rng.normal(0, 1, size=(n, 1, h, w)), axis=0)).astype(np.float32)
+    windows = {"train": np.arange(0, 20), "val": np.arange(21, 27), "test": np.arange(28, 36)}
+    mask = np.ones((h, w), bool)
+    mask[:2, :3] = False
+    lat = np.linspace(30, 60, h)
+    grids = {"masked": ({"lat": lat.tolist()}, mask),
+             "curvi": ({"lat2d": (lat[:, None] + np.linspace(-5, 5, w)[None]).tolist()}, None),
+             "pixels": ({"height": h, "width": w}, None)}
+    root = tmp_path_factory.mktemp("grids")
+    for name, (grid, m) in grids.items():
+        data = frames.copy()
+        if m is not None:
+            data[:, :, ~m] = np.nan  # land in an SST field
+        meta = dict(name=name, kind="weather", channels=["sst"], units=["K"], in_len=3, out_len=2, grid=grid,
+                    splits={}, sources=[])
+        with PreparedWriter(root / name, n, 1, (h, w)) as writer:
+            writer.write(0, np.nan_to_num(data, nan=0.0))
+            writer.finish(windows, meta, mask=m)
+    return root
+
+
+def test_masked_grid_scores_valid_cells_only(grid_root):
+    ds = open_prepared("masked", grid_root)
+    assert ds.mask is not None and int(ds.mask.sum()) == 42
+    cfg = RunConfig(**{**TINY, "dataset": "masked", "norm": "window", "batch_size": 4})
+    scores = evaluate_model(Zeros(ds.out_len), ds, cfg, split="test", per_window=True)
+    note = scores["metric_set"]
+    assert "masked: 42 of 48 cells valid" in note["notes"] and note["mask"] == {"valid_cells": 42, "cells": 48}
+    inputs = np.stack([ds.window("test", i)[0] for i in range(len(ds.splits["test"]))]).astype(np.float64)
+    err = (target_windows(ds, "test") - inputs.mean(1, keepdims=True))[..., ds.mask]  # (B, T, C, valid)
+    assert scores["mae_per_pixel"] == pytest.approx(np.abs(err).mean(), rel=1e-6)
+    np.testing.assert_allclose(scores["per_window"]["mse_per_pixel"], (err ** 2).mean((1, 2, 3)), rtol=1e-5)
+    cos = np.broadcast_to(np.cos(np.deg2rad(ds.lat))[:, None], ds.grid)[ds.mask]
+    assert scores["rmse_latweighted"] == pytest.approx(np.sqrt(np.mean(err ** 2 * cos / cos.mean())), rel=1e-6)
+    # the references go through the same accumulator: the same valid cells
+    refs = evaluate_references(ds, split="test")
+    assert refs["input_mean"]["mae_per_pixel"] == pytest.approx(np.abs(err).mean(), rel=1e-9)
+    last = np.stack([ds.window("test", i)[0][-1] for i in range(len(ds.splits["test"]))]).astype(np.float64)
+    pers = (target_windows(ds, "test") - last[:, None])[..., ds.mask]
+    assert refs["persistence"]["mse_per_pixel"] == pytest.approx((pers ** 2).mean(), rel=1e-9)
+
+
+def test_latitude_weighting_follows_the_grid(grid_root):
+    curvi, pixels = open_prepared("curvi", grid_root), open_prepared("pixels", grid_root)
+    assert curvi.lat2d is not None and pixels.lat is None and pixels.lat2d is None
+    c = evaluate_references(curvi, split="test")["persistence"]
+    last = np.stack([curvi.window("test", i)[0][-1] for i in range(len(curvi.splits["test"]))]).astype(np.float64)
+    err = target_windows(curvi, "test") - last[:, None]
+    wts = np.cos(np.deg2rad(curvi.lat2d)) / np.cos(np.deg2rad(curvi.lat2d)).mean()
+    assert c["rmse_latweighted"] == pytest.approx(np.sqrt(np.mean(err ** 2 * wts)), rel=1e-9)
+    assert "acc_latweighted" in c
+    cfg = RunConfig(**{**TINY, "dataset": "pixels", "norm": "window", "batch_size": 4})
+    scores = evaluate_model(Zeros(pixels.out_len), pixels, cfg, split="test")
+    assert not any("latweighted" in k for k in scores) and "acc_unweighted" in scores
+    assert "no latitude coordinate: no latitude weighting" in scores["metric_set"]["notes"]
+    assert "rmse_latweighted" not in scores["metric_set"]["metrics"]
+    assert not any("latweighted" in k for k in evaluate_references(pixels, split="test")["persistence"])
 
 
 def test_video_metrics_per_frame_ssim_psnr(video_root):
@@ -165,10 +261,26 @@ def test_evaluate_rescoring_a_trained_run_reproduces_its_test_metrics(tiny_confi
     from svqbench.experiment import run_experiment
     cfg = tiny_config(quantizer="svq", epochs=1)
     run_experiment(cfg, results_dir=tmp_path / "r", data_dir=data_root, run_id="a")
-    original = json.loads((tmp_path / "r" / "a" / "metrics.json").read_text())["test"]
+    saved = json.loads((tmp_path / "r" / "a" / "metrics.json").read_text())
+    original = saved["test"]
     _, metrics = evaluate_run(tmp_path / "r" / "a", split="test", data_dir=data_root)
-    for key in ("mse_per_pixel", "mae_per_pixel", "rmse_latweighted", "mse_per_pixel_by_lead"):
+    for key in ("mse_per_pixel", "mae_per_pixel", "rmse_latweighted", "mse_per_pixel_by_lead", "acc_latweighted_by_lead",
+                "bias_per_pixel"):
         assert metrics["test"][key] == original[key]
+    # the input-mean reference beside the others; per-window errors in their own file, not in the JSON
+    assert saved["input_mean"]["mae_per_pixel"] == pytest.approx(0.58704, abs=5e-5)
+    assert "per_window" not in original and "per_window" not in metrics["test"]
+    with np.load(tmp_path / "r" / "a" / "window_errors_test.npz") as windows:
+        assert sorted(windows.files) == ["mae", "mse", "window_start"]
+        ds = open_prepared("embedded", data_root)
+        np.testing.assert_array_equal(windows["window_start"], ds.splits["test"])
+        assert windows["mae"].mean() == pytest.approx(original["mae_per_pixel"], rel=1e-9)
+        assert windows["mse"].mean() == pytest.approx(original["mse_per_pixel"], rel=1e-9)
+    board = pd.read_csv(tmp_path / "r" / "leaderboard.csv")
+    assert board["input_mean_mae"].iloc[0] == pytest.approx(saved["input_mean"]["mae_per_pixel"])
+    from svqbench.results import compare_table, load_leaderboards
+    table = compare_table(load_leaderboards(tmp_path / "r")).set_index("method")
+    assert table.loc["input_mean", "mae_mean"] == pytest.approx(saved["input_mean"]["mae_per_pixel"])
 
 
 def test_evaluate_run_bad_input(video_root, tmp_path):

@@ -135,15 +135,15 @@ def test_compare_shows_improvement_over_none_and_reference_rows(tiny_config, dat
         run_experiment(tiny_config(quantizer=q, seed=seed, epochs=1), results_dir=results, data_dir=data_root,
                        run_id=f"{q}{seed}")
     table = compare_table(load_leaderboards(results))
-    assert set(table["method"]) == {"none", "svq", "persistence", "climatology"}
+    assert set(table["method"]) == {"none", "svq", "persistence", "climatology", "input_mean"}
     none = table[table.method == "none"].iloc[0]
     svq = table[table.method == "svq"].iloc[0]
     assert none["runs"] == 2 and none["mse_std"] >= 0
     assert math.isclose(svq["mae_improvement_pct"], 100 * (none["mae_mean"] - svq["mae_mean"]) / none["mae_mean"])
     res = cli("compare", str(results), "--csv", str(tmp_path / "t.csv"), data_root=data_root, cwd=tmp_path)
     assert res.returncode == 0, res.stderr
-    assert "persistence" in res.stdout and "climatology" in res.stdout
-    assert len(pd.read_csv(tmp_path / "t.csv")) == 4
+    assert "persistence" in res.stdout and "climatology" in res.stdout and "input_mean" in res.stdout
+    assert len(pd.read_csv(tmp_path / "t.csv")) == 5
 
 
 def test_compare_without_results_is_a_clear_error(data_root, tmp_path):

@@ -179,12 +179,12 @@ def test_real_sweep_records_the_config_and_draws_the_figures(recipe, data_root, 
     row = board.iloc[0]
     assert (row["noise"], row["codebook_size"], row["hid_t"]) == (0.3, 64, 16)
     assert row["run_dir"] == str(report.directory / "tiny-quick-svq-noise0.3-s42")
-    assert set(compare_table(board)["method"]) == {"svq", "persistence", "climatology"}
+    assert set(compare_table(board)["method"]) == {"svq", "persistence", "climatology", "input_mean"}
     from svqbench.plots import comparison_figures
     written = comparison_figures(board, tmp_path / "figs", data_dir=data_root)
     stem = "embedded-quick-gsta"
     assert sorted(p.name for p in written) == sorted([f"{stem}-learning-curves.png", f"{stem}-lead-time.png",
-                                                      f"{stem}-sample-svq.png"])
+                                                      f"{stem}-sample-svq.png", f"{stem}-sample-svq-anomalies.png"])
     assert all(p.stat().st_size > 1000 and p.read_bytes()[:4] == b"\x89PNG" for p in written)
 
 

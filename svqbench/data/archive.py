@@ -87,6 +87,5 @@ def extract(archive: str | os.PathLike, dest: str | os.PathLike, wanted: Callabl
 
 
 def _save(dest: Path, record: dict) -> None:
-    tmp = dest / f".{RECORD}.tmp-{os.getpid()}"
-    tmp.write_text(json.dumps(record, indent=1, sort_keys=True))
-    os.replace(tmp, dest / RECORD)
+    from svqbench.atomic import write_text
+    write_text(dest / RECORD, json.dumps(record, indent=1, sort_keys=True))

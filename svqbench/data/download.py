@@ -43,9 +43,8 @@ def read_manifest(folder: Path) -> dict[str, dict]:
 def _record(folder: Path, name: str, entry: dict) -> None:
     manifest = read_manifest(folder)
     manifest[name] = entry
-    tmp = Path(folder) / f".{MANIFEST}.tmp-{os.getpid()}"
-    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True))
-    os.replace(tmp, Path(folder) / MANIFEST)
+    from svqbench.atomic import write_text
+    write_text(Path(folder) / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
 
 
 def verify(path: Path) -> str:

@@ -4,6 +4,9 @@ A prepared dataset is a folder a user can open without svqbench:
   frames.npy        (N, C, H, W): float32 in physical units, or uint8 with meta["frame_scale"]
                     (video: value = stored * frame_scale, in [0, 1]); read memory-mapped
   windows_<split>.npy  int64 start frame of every window of that split (train / val / test)
+  inputs.npy        optional, named by meta["input_frames"]: frames of the same shape and dtype from
+                    which the *input* frames of every window are read (targets stay frames.npy)
+  mask.npy          optional, named by meta["mask"]: (H, W) bool, True = valid grid cell
   climatology.npy   float32 (C, H, W): mean of the train frames per grid cell
   meta.json         kind (weather / traffic / video), channels, units, grid, times, in/out lengths,
                     split descriptions, train-only normalisation stats, source checksums
@@ -16,6 +19,7 @@ untouched.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -25,6 +29,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from svqbench.atomic import CannotWrite, ensure_dir, write_json
 from svqbench.errors import UserError
 
 FORMAT_VERSION = 1
@@ -58,19 +63,24 @@ class PreparedWriter:
         self.dtype = np.dtype(dtype)
         self.shape = (int(n_frames), int(channels), *map(int, grid))
         self.frame_bytes = int(np.prod(self.shape[1:])) * self.dtype.itemsize
-        self.dest.parent.mkdir(parents=True, exist_ok=True)
+        ensure_dir(self.dest.parent)
         from svqbench.data.checks import remove_stale_temps
         remove_stale_temps(self.dest.parent)  # what a killed prepare left behind
         self.tmp = self.dest.with_name(f".{self.dest.name}.tmp-{os.getpid()}")
         shutil.rmtree(self.tmp, ignore_errors=True)
-        self.tmp.mkdir()
-        # A .npy header, then frames written in place with pwrite: nothing is mapped, so the
-        # process holds one block at a time however large the dataset is.
-        self.file = open(self.tmp / "frames.npy", "w+b")
-        np.lib.format.write_array_header_1_0(self.file, {"descr": np.lib.format.dtype_to_descr(self.dtype),
-                                                         "fortran_order": False, "shape": self.shape})
-        self.offset = self.file.tell()
-        self.file.truncate(self.offset + self.shape[0] * self.frame_bytes)
+        self.file = None
+        try:
+            self.tmp.mkdir()
+            # A .npy header, then frames written in place with pwrite: nothing is mapped, so the
+            # process holds one block at a time however large the dataset is.
+            self.file = open(self.tmp / "frames.npy", "w+b")
+            np.lib.format.write_array_header_1_0(self.file, {"descr": np.lib.format.dtype_to_descr(self.dtype),
+                                                             "fortran_order": False, "shape": self.shape})
+            self.offset = self.file.tell()
+            self.file.truncate(self.offset + self.shape[0] * self.frame_bytes)
+        except OSError as e:
+            self.abort()
+            raise CannotWrite(self.tmp, e) from None
         self.done = False
 
     def __enter__(self) -> "PreparedWriter":
@@ -81,7 +91,8 @@ class PreparedWriter:
             self.abort()
 
     def abort(self) -> None:
-        self.file.close()
+        if self.file is not None:
+            self.file.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
     def write(self, start: int, block: np.ndarray, *, source: str = "source data") -> None:
@@ -168,13 +179,17 @@ class PreparedWriter:
                     windows={s: int(len(windows[s])) for s in SPLITS})
         if self.frame_scale is not None:
             meta["frame_scale"] = self.frame_scale
-        os.fsync(self.file.fileno())  # the frames are on disk before the folder is swapped in
-        meta["digest"] = self._digest(windows, meta)
-        self.file.close()
-        np.save(self.tmp / "climatology.npy", climatology)
-        for split in SPLITS:
-            np.save(self.tmp / f"windows_{split}.npy", windows[split])
-        (self.tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+        try:  # a full disk here (frames fit, metadata does not) keeps the earlier dataset
+            os.fsync(self.file.fileno())  # the frames are on disk before the folder is swapped in
+            meta["digest"] = self._digest(windows, meta)
+            self.file.close()
+            np.save(self.tmp / "climatology.npy", climatology)
+            for split in SPLITS:
+                np.save(self.tmp / f"windows_{split}.npy", windows[split])
+            write_json(self.tmp / "meta.json", meta)
+        except OSError as e:
+            self.abort()
+            raise CannotWrite(self.tmp, e) from None
         old = self.dest.with_name(f".{self.dest.name}.old-{os.getpid()}")
         if self.dest.exists():
             self.dest.rename(old)
@@ -298,21 +313,51 @@ class PreparedDataset:
             return stored
         return np.multiply(stored, np.float32(self.frame_scale), dtype=np.float32)
 
+    @functools.cached_property
+    def input_frames(self) -> np.ndarray | None:
+        """The frames the *inputs* of every window are read from, memory-mapped, when meta["input_frames"]
+        names a second frames file (e.g. inputs.npy: noisy observations, docs/synthetic.md); targets
+        always come from frames.npy. None when the inputs are frames.npy too."""
+        name = self.meta.get("input_frames")
+        if not name:
+            return None
+        hint = f"run `svqbench prepare {self.path.name}` to (re)build it"
+        if Path(name).name != name:
+            raise UserError(f"prepared dataset {self.path}: input_frames {name!r} must be a file name in the "
+                            f"dataset folder; {hint}")
+        try:
+            inputs = np.load(self.path / name, mmap_mode="r")
+        except (OSError, ValueError, EOFError) as e:
+            raise UserError(f"prepared dataset {self.path}: cannot read its input frames {name} ({e}); {hint}") from None
+        if inputs.shape != self.frames.shape or inputs.dtype != self.frames.dtype:
+            raise UserError(f"prepared dataset {self.path}: {name} {inputs.dtype}{list(inputs.shape)} does not match "
+                            f"frames.npy {self.frames.dtype}{list(self.frames.shape)}; {hint}")
+        return inputs.view(np.ndarray)
+
     def window(self, split: str, i: int) -> tuple[np.ndarray, np.ndarray]:
         s = int(self.splits[split][i])
-        return (self._physical(np.asarray(self.frames[s: s + self.in_len])),
+        source = self.frames if self.input_frames is None else self.input_frames
+        return (self._physical(np.asarray(source[s: s + self.in_len])),
                 self._physical(np.asarray(self.frames[s + self.in_len: s + self.in_len + self.out_len])))
+
+    def gather(self, split: str, positions: np.ndarray) -> Batch:
+        """The windows at `positions` (indices into splits[split]) as one batch: one vectorised read per
+        frames file (inputs from `input_frames` when the dataset has them)."""
+        idx = np.asarray(self.splits[split][np.asarray(positions, dtype=np.int64)])
+        # np.take reads a memmap ~1.5x faster than fancy indexing
+        if self.input_frames is None:
+            frames = self._physical(np.take(self._mapped, idx[:, None] + np.arange(self.in_len + self.out_len), axis=0))
+            return Batch(frames[:, : self.in_len], frames[:, self.in_len:], idx)
+        x = np.take(self.input_frames, idx[:, None] + np.arange(self.in_len), axis=0)
+        y = np.take(self._mapped, idx[:, None] + np.arange(self.in_len, self.in_len + self.out_len), axis=0)
+        return Batch(self._physical(x), self._physical(y), idx)
 
     def batches(self, split: str, batch_size: int, *, shuffle: bool = False,
                 rng: np.random.Generator | None = None) -> Iterator[Batch]:
-        starts = self.splits[split]
-        order = rng.permutation(len(starts)) if shuffle else np.arange(len(starts))
-        offsets = np.arange(self.in_len + self.out_len)
+        n = len(self.splits[split])
+        order = rng.permutation(n) if shuffle else np.arange(n)
         for i in range(0, len(order), batch_size):
-            idx = starts[order[i: i + batch_size]]
-            # one gather per batch; np.take reads a memmap ~1.5x faster than fancy indexing
-            frames = self._physical(np.take(self._mapped, idx[:, None] + offsets, axis=0))
-            yield Batch(frames[:, : self.in_len], frames[:, self.in_len:], idx)
+            yield self.gather(split, order[i: i + batch_size])
 
     def normalise(self, batch: Batch, mode: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Model-space (x, y) and the offset that `denormalise` adds back.

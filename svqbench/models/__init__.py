@@ -5,6 +5,7 @@ profile, a saved run); the modules in this package hold the layers.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,3 +37,44 @@ def build_model(cfg, shape: "ForecastShape | Any", **overrides: Any):
                  backbone=cfg.backbone, mlp_ratio=cfg.mlp_ratio, drop_path=cfg.drop_path,
                  quantizer=cfg.quantizer, quantizer_kwargs=quantizer_kwargs(cfg), placement=cfg.placement,
                  **overrides)
+
+
+MAX_PARAMETERS = 2_000_000_000  # 8 GB of float32 weights, ~32 GB with gradients and Adam's state
+MAX_WIDTH = 1 << 20             # any channel width or codebook size beyond this is a typo
+MAX_TRANSLATOR_BLOCKS = 256
+
+
+def check_model_size(cfg, shape: "ForecastShape | Any | None" = None) -> None:
+    """Refuse, in one line and before anything is built or downloaded, a model that cannot be
+    meant: absurd widths or depths, more downsampling than the frame allows, or an estimated
+    parameter count beyond MAX_PARAMETERS (counted on the meta device, so nothing is allocated)."""
+    from svqbench.errors import UserError
+    for name in ("hid_s", "hid_t", "svq_hidden", "codebook_size"):
+        if getattr(cfg, name) > MAX_WIDTH:
+            raise UserError(f"{name.replace('_', '-')} {getattr(cfg, name)} is beyond any sensible model "
+                            f"(at most {MAX_WIDTH})")
+    if cfg.n_t > MAX_TRANSLATOR_BLOCKS:
+        raise UserError(f"n-t {cfg.n_t} translator blocks is beyond any sensible model (at most "
+                        f"{MAX_TRANSLATOR_BLOCKS})")
+    if shape is None:
+        if cfg.n_s > 64:
+            raise UserError(f"n-s {cfg.n_s} encoder blocks is beyond any sensible model")
+        return
+    if not isinstance(shape, ForecastShape):
+        shape = ForecastShape.of(shape)
+    factor = 2 ** (cfg.n_s // 2)
+    if factor > min(shape.height, shape.width):
+        raise UserError(f"n-s {cfg.n_s} halves the {shape.height} x {shape.width} frame {cfg.n_s // 2} times, "
+                        f"below one cell; use n-s <= {2 * int(math.log2(min(shape.height, shape.width))) + 1}")
+    import torch
+    try:
+        with torch.device("meta"):
+            model = build_model(cfg, shape)
+    except UserError:
+        raise
+    except Exception:  # an initialiser that needs real values (e.g. LISTA's norm): widths are bounded above
+        return
+    n = sum(p.numel() for p in model.parameters()) + sum(b.numel() for b in model.buffers())
+    if n > MAX_PARAMETERS:
+        raise UserError(f"this model would have about {n / 1e9:.1f} billion parameters ({4 * n / 2**30:.0f} GiB "
+                        f"of float32 weights, about 4x that to train); at most {MAX_PARAMETERS / 1e9:.0f} billion")

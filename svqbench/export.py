@@ -1,0 +1,164 @@
+"""A run made shareable without svqbench's checkpoint format: `svqbench export RUN DIR`.
+
+    DIR/model.safetensors     the best-by-validation weights (SimVP state dict, float tensors by name)
+    DIR/config.json           format, run id, the RunConfig, the forecast shape, the dataset's description
+    DIR/normalisation.json    the train statistics and the rule that turns physical units into model space
+    DIR/metrics.json          the run's test metrics (when it has them)
+    DIR/README.md             how to load it, with and without svqbench
+
+`load_exported(DIR)` (and `load_run(DIR)`) rebuild the model from config.json with
+`svqbench.models.build_model` and load the safetensors weights: the same forecasts as the run.
+DIR is written as a temp folder and renamed into place; an existing non-empty DIR is never touched.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+
+from svqbench import __version__
+from svqbench.atomic import CannotWrite, atomic_write, ensure_dir, write_json, write_text
+from svqbench.errors import UserError
+from svqbench.runs import LoadedRun, TrainStats, config_from_dict, load_run, read_json
+
+FORMAT = "svqbench-export-1"
+WEIGHTS, CONFIG, NORMALISATION, METRICS = "model.safetensors", "config.json", "normalisation.json", "metrics.json"
+
+NORM_RULES = {
+    "global": "x_model = (x - mean[c]) / std[c]; forecast = y_model * std[c] + mean[c]",
+    "window": "offset = mean of the window's input frames per channel and grid cell; x_model = (x - offset) / std[c]; "
+              "forecast = y_model * std[c] + offset",
+}
+
+README = """# {run_id}: an exported svqbench run
+
+SimVP ({backbone} translator) with the `{quantizer}` quantizer, trained on `{dataset}` by svqbench {version}.
+Input: {in_len} frames of {channels} channel(s) on a {height} x {width} grid, in physical units ({units});
+output: the next {out_len} frames, same units.
+
+Files: `model.safetensors` (weights), `config.json` (the run's configuration and forecast shape),
+`normalisation.json` (train statistics, norm `{norm}`), `metrics.json` (test metrics, if any).
+
+With svqbench:
+
+```python
+from svqbench import load_run
+run = load_run("{folder}")            # or svqbench.export.load_exported
+forecast = run.forecast(x)            # x: (B, {in_len}, {channels}, {height}, {width}) numpy or tensor, physical units
+```
+
+Without svqbench's checkpoint format (still its model code):
+
+```python
+import json, torch
+from safetensors.torch import load_file
+from svqbench.config import RunConfig
+from svqbench.models import ForecastShape, build_model
+cfg = json.load(open("{folder}/config.json"))
+model = build_model(RunConfig(**cfg["config"]), ForecastShape(**cfg["shape"]))
+model.load_state_dict(load_file("{folder}/model.safetensors")); model.eval()
+# normalise x as normalisation.json says, then: y_model, _ = model(x_model)
+```
+
+Normalisation (`{norm}`): {rule}
+"""
+
+
+def is_export(path: Path) -> bool:
+    """Is `path` a folder written by `svqbench export`?"""
+    return (Path(path) / WEIGHTS).is_file() and (Path(path) / CONFIG).is_file()
+
+
+def export_run(run: str | Path, dest: str | Path, *, results_dir: str | Path | None = "results",
+               data_dir: str | Path | None = None, checkpoint: str = "best.pt") -> Path:
+    """Write the export of a run folder to `dest` (a new or empty folder); returns `dest`."""
+    from safetensors.torch import save
+
+    dest = Path(dest)
+    if dest.exists() and not dest.is_dir():
+        raise UserError(f"{dest} is a file; give a folder for the export")
+    if dest.is_dir() and any(dest.iterdir()):
+        raise UserError(f"{dest} exists and is not empty; export into a new folder (nothing was written)")
+    loaded = load_run(run, results_dir=results_dir, data_dir=data_dir, checkpoint=checkpoint)
+    if loaded.saved is None:
+        raise UserError(f"{run} is already an export; copy the folder instead")
+    saved, cfg = loaded.saved, loaded.config
+    # safetensors refuses tensors that share memory: each tensor is its own contiguous copy
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in loaded.model.state_dict().items()}
+    meta = saved.record.get("dataset_meta") or {}
+    units = list(meta.get("units") or [])
+    record = {"format": FORMAT, "run_id": loaded.run_id, "config": cfg.to_dict(), "shape": asdict(loaded.shape),
+              "checkpoint": checkpoint, "svqbench": __version__,
+              "exported": dt.datetime.now().isoformat(timespec="seconds"),
+              "dataset": {k: meta.get(k) for k in ("name", "kind", "units", "step", "digest")},
+              "trained_with": {k: saved.record.get(k) for k in ("svqbench", "git", "torch") if k in saved.record}}
+    stats = meta.get("stats") or {"mean": loaded.stats.mean.tolist(), "std": loaded.stats.std.tolist()}
+    norm = {"norm": cfg.norm, "mean": stats["mean"], "std": stats["std"],  # as meta.json holds them (float64)
+            "dtype": "float32", "computed_on": stats.get("computed_on", "train"), "units": units,
+            "rule": NORM_RULES[cfg.norm]}
+    s = loaded.shape
+    readme = README.format(run_id=loaded.run_id, backbone=cfg.backbone, quantizer=cfg.quantizer, dataset=cfg.dataset,
+                           version=__version__, in_len=s.in_len, out_len=s.out_len, channels=s.channels,
+                           height=s.height, width=s.width, units=", ".join(units) or "as trained", norm=cfg.norm,
+                           folder=dest.name, rule=NORM_RULES[cfg.norm])
+    ensure_dir(dest.parent)
+    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        atomic_write(tmp / WEIGHTS, lambda f: f.write(save(tensors, metadata={"format": FORMAT,
+                                                                              "run_id": loaded.run_id})))
+        write_json(tmp / CONFIG, record)
+        write_json(tmp / NORMALISATION, norm)
+        if loaded.metrics is not None:
+            write_json(tmp / METRICS, loaded.metrics)
+        write_text(tmp / "README.md", readme)
+        if dest.is_dir():
+            dest.rmdir()  # empty (checked above); a file put there since makes this fail, not vanish
+        os.rename(tmp, dest)
+    except OSError as e:
+        raise CannotWrite(dest, e) from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
+def load_exported(path: str | Path, *, device: str = "cpu") -> LoadedRun:
+    """The LoadedRun of an export folder: the model rebuilt from config.json, weights from safetensors."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from svqbench.experiment import check_device
+    from svqbench.models import ForecastShape, build_model
+    path = Path(path)
+    if not is_export(path):
+        raise UserError(f"{path} is not an svqbench export: it needs {WEIGHTS} and {CONFIG} "
+                        f"(write one with `svqbench export RUN {path}`)")
+    check_device(device)
+    record = read_json(path / CONFIG)
+    if record.get("format") != FORMAT:
+        raise UserError(f"{path / CONFIG} has format {record.get('format')!r}, expected {FORMAT!r}")
+    cfg = config_from_dict(record.get("config"), str(path / CONFIG))
+    try:
+        shape = ForecastShape(**record["shape"])
+        norm = read_json(path / NORMALISATION)
+        stats = TrainStats(mean=norm["mean"], std=norm["std"])
+    except (KeyError, TypeError) as e:
+        raise UserError(f"{path} is an incomplete export (missing {e}); export the run again") from None
+    if norm.get("norm") != cfg.norm or len(stats.mean) != shape.channels:
+        raise UserError(f"{path / NORMALISATION} does not match {path / CONFIG} (norm or channels differ)")
+    try:
+        state = load_file(path / WEIGHTS)
+    except (SafetensorError, OSError) as e:
+        raise UserError(f"{path / WEIGHTS} cannot be read ({e}); export the run again") from None
+    model = build_model(cfg, shape)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise UserError(f"{path / WEIGHTS} does not fit the model config.json describes "
+                        f"({str(e).splitlines()[0]})") from None
+    import torch
+    model = model.to(torch.device(device)).eval()
+    metrics = read_json(path / METRICS) if (path / METRICS).is_file() else None
+    return LoadedRun(cfg, model, shape, stats, metrics, str(record.get("run_id", path.name)), device, None)

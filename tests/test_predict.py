@@ -1,0 +1,319 @@
+"""`svqbench predict`: forecasts of a split or of new input as NetCDF / zarr (WeatherBench 2 layout) or
+.npy, in physical units; scoring the file reproduces metrics.json; bad input is one line, exit 2."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import cftime
+import numpy as np
+import pytest
+import xarray as xr
+
+from svqbench.config import resolve
+from svqbench.data.prepared import PreparedDataset, write_prepared
+from svqbench.errors import UserError
+from svqbench.experiment import run_experiment
+from svqbench.predict import predict_run, read_forecast, score_forecast, skeleton, variables
+from svqbench.runs import load_run
+
+TINY = dict(hid_s=8, hid_t=16, n_t=2, n_s=2, mlp_ratio=2.0, epochs=1, batch_size=8, warmup_epochs=0)
+E1 = Path(__import__("iris_sample_data").path) / "E1_north_america.nc"
+A1B = E1.with_name("A1B_north_america.nc")
+
+
+@pytest.fixture(scope="module")
+def run(embedded_root, tmp_path_factory):
+    """A tiny finished run on the embedded dataset: (results dir, data dir)."""
+    results = tmp_path_factory.mktemp("predict") / "results"
+    run_experiment(resolve(cli=dict(TINY, codebook_size=32)), results_dir=results, data_dir=embedded_root,
+                   run_id="r1")
+    return results, embedded_root
+
+
+def cli(args: list[str], monkeypatch, capsys) -> tuple[int, str, str]:
+    from svqbench import cli as module
+    monkeypatch.setattr(sys, "argv", ["svqbench", *args])
+    with pytest.raises(SystemExit) as info:
+        module.main()
+    out = capsys.readouterr()
+    return info.value.code, out.out, out.err
+
+
+def test_netcdf_forecast_has_the_weatherbench2_layout_and_reproduces_the_test_metrics(run):
+    results, data = run
+    path, summary = predict_run("r1", results_dir=results, data_dir=data)
+    assert path == results / "r1" / "forecast_test.nc" and summary["forecasts"] == 26
+    ds = PreparedDataset(data / "embedded")
+    with xr.open_dataset(path) as f:
+        da = f["air_temperature"]
+        assert da.dims == ("time", "prediction_timedelta", "latitude", "longitude") and da.shape == (26, 5, 37, 49)
+        assert da.dtype == np.float32 and da.attrs["units"] == "K"
+        starts = ds.splits["test"]
+        np.testing.assert_array_equal(f["window_start"], starts)
+        # time = the year of the last input frame; valid_time = the years forecast
+        years = np.asarray(ds.meta["times"])
+        np.testing.assert_array_equal(f["time"], years[starts + 9])
+        np.testing.assert_array_equal(f["valid_time"], years[starts[:, None] + 10 + np.arange(5)])
+        np.testing.assert_array_equal(f["prediction_timedelta"], [1, 2, 3, 4, 5])
+        assert f["prediction_timedelta"].attrs["standard_name"] == "forecast_period"
+        np.testing.assert_array_equal(f["latitude"], ds.meta["grid"]["lat"])
+        assert f["latitude"].attrs["units"] == "degrees_north" and f["longitude"].attrs["units"] == "degrees_east"
+        assert f.attrs["Conventions"] == "CF-1.8" and f.attrs["svqbench_split"] == "test"
+        # physical units: forecasts near the truth in kelvin, not z-scores
+        truth = np.stack([ds.window("test", i)[1][:, 0] for i in range(26)])
+        assert abs(float(da.mean()) - truth.mean()) < 5 and float(da.min()) > 200
+    metrics = json.loads((results / "r1" / "metrics.json").read_text())["test"]
+    scores = score_forecast(path, "r1", results_dir=results, data_dir=data)
+    for key in ("mse_per_pixel", "mae_per_pixel", "rmse_latweighted", "mse_per_pixel_by_lead"):
+        assert scores[key] == metrics[key], key  # exactly, not approximately
+
+
+@pytest.mark.parametrize("fmt", ["zarr", "npy"])
+def test_zarr_and_npy_forecasts_round_trip_too(run, fmt, tmp_path):
+    results, data = run
+    path, _ = predict_run("r1", split="val", fmt=fmt, out=tmp_path / f"fc.{fmt}", results_dir=results, data_dir=data)
+    values, attrs = read_forecast(path)
+    ds = PreparedDataset(data / "embedded")
+    assert values.shape == (len(ds.splits["val"]), 5, 1, 37, 49)
+    np.testing.assert_array_equal(attrs["window_start"], ds.splits["val"])
+    if fmt == "npy":
+        side = json.loads(path.with_suffix(".json").read_text())
+        assert side["axes"] == ["sample", "lead", "channel", "y", "x"] and side["units"] == ["K"]
+    reference = load_run("r1", results_dir=results, data_dir=data)
+    from svqbench.evaluate import evaluate_model
+    expected = evaluate_model(reference.model, ds, reference.config, split="val")
+    scores = score_forecast(path, "r1", results_dir=results, data_dir=data)
+    assert scores["mse_per_pixel"] == expected["mse_per_pixel"]
+    assert scores["mae_per_pixel"] == expected["mae_per_pixel"]
+
+
+def test_forecast_file_equals_the_api_forecast_of_the_same_batches(run, tmp_path):
+    results, data = run
+    path, _ = predict_run("r1", out=tmp_path / "t.nc", results_dir=results, data_dir=data)
+    loaded = load_run("r1", results_dir=results, data_dir=data)
+    values, _ = read_forecast(path)
+    x = np.stack([loaded.dataset.window("test", i)[0] for i in range(len(values))])
+    np.testing.assert_array_equal(values, loaded.forecast(x, batch_size=loaded.config.batch_size))
+
+
+def test_new_input_is_forecast_on_its_own_times(run, tmp_path):
+    results, data = run
+    path, summary = predict_run("r1", input=str(E1), var=["air_temperature"], out=tmp_path / "e1.nc",
+                                results_dir=results, data_dir=data)
+    with xr.open_dataset(E1) as src:
+        x = src["air_temperature"].values.astype(np.float32)
+    windows = np.stack([x[i: i + 10] for i in range(240 - 9)])[:, :, None]
+    loaded = load_run("r1", results_dir=results, data_dir=data)
+    with xr.open_dataset(path) as f:
+        assert f["air_temperature"].shape == (231, 5, 37, 49) and "window_start" not in f.coords
+        assert f["time"].values[0] == cftime.Datetime360Day(1869, 6, 1)  # the E1 file's own calendar
+        assert f["valid_time"].values[0, -1] == cftime.Datetime360Day(1874, 6, 1)
+        np.testing.assert_array_equal(f["air_temperature"].values[:, :, None],
+                                      loaded.forecast(windows, batch_size=loaded.config.batch_size))
+    with pytest.raises(UserError, match="forecasts new input, which has no truth"):
+        score_forecast(path, "r1", results_dir=results, data_dir=data)
+
+
+def test_input_stored_north_to_south_is_flipped_like_prepare_does(run, tmp_path):
+    results, data = run
+    kw = dict(var=["air_temperature"], results_dir=results, data_dir=data)
+    flipped = _a1b(tmp_path, "flip.nc", lambda ds: ds.isel(latitude=slice(None, None, -1)))
+    a, _ = predict_run("r1", input=str(A1B), out=tmp_path / "a.nc", **kw)
+    b, _ = predict_run("r1", input=str(flipped), out=tmp_path / "b.nc", **kw)
+    with xr.open_dataset(a) as fa, xr.open_dataset(b) as fb:
+        np.testing.assert_array_equal(fb["latitude"], fa["latitude"])  # the run's grid, south to north
+        np.testing.assert_array_equal(fb["air_temperature"], fa["air_temperature"])
+
+
+def _a1b(tmp_path: Path, name: str, change) -> Path:
+    with xr.open_dataset(A1B, decode_times=False) as ds:
+        changed = change(ds.load())
+    changed.to_netcdf(tmp_path / name)
+    return tmp_path / name
+
+
+def _nan(ds):
+    ds["air_temperature"][5, 3, 4] = np.nan
+    return ds
+
+
+@pytest.mark.parametrize("name, change, var, message", [
+    ("grid.nc", lambda ds: ds.isel(latitude=slice(1, None)), "air_temperature",
+     r"grid 36 x 49 \(latitude, longitude\) differs from the run's 37 x 49"),
+    ("lat.nc", lambda ds: ds.assign_coords(latitude=ds.latitude + 1), "air_temperature",
+     r"latitudes differ from the run's grid \(16 .. 61, shape \(37,\) vs 15 .. 60"),
+    ("units.nc", lambda ds: ds.assign(air_temperature=ds.air_temperature.assign_attrs(units="degC")),
+     "air_temperature", "air_temperature is in units 'degC' but the run was trained in 'K'"),
+    ("nan.nc", _nan, "air_temperature", r"NaN values at 1865-06-01 \(1 cell\(s\)\)"),
+    ("step.nc", lambda ds: ds.isel(time=slice(None, None, 2)), "air_temperature",
+     "time step 2 years differs from the run's 1 years"),
+    ("short.nc", lambda ds: ds.isel(time=slice(0, 6)), "air_temperature",
+     "6 time step\\(s\\), fewer than the run's 10 input frames"),
+    ("var.nc", lambda ds: ds.rename(air_temperature="tas"), "tas",
+     r"variable\(s\) tas differ from the run's channel\(s\) air_temperature"),
+    ("var2.nc", lambda ds: ds, "tas", r"no variable 'tas'"),
+])
+def test_new_input_that_does_not_match_the_run_is_one_line(run, tmp_path, monkeypatch, capsys, name, change, var,
+                                                           message):
+    results, data = run
+    path = _a1b(tmp_path, name, change)
+    out = tmp_path / "out.nc"
+    out.write_text("an earlier forecast")
+    code, _, err = cli(["predict", "r1", "--input", str(path), "--var", var, "--out", str(out),
+                        "--results-dir", str(results), "--data-dir", str(data)], monkeypatch, capsys)
+    assert code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+    assert __import__("re").search(message, err), err
+    assert out.read_text() == "an earlier forecast"  # nothing already written is lost
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([name, "out.nc"])  # no temp files left
+
+
+def test_bad_predict_options_are_one_line(run, tmp_path, monkeypatch, capsys):
+    results, data = run
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / "keep.txt").write_text("mine")
+    common = ["--results-dir", str(results), "--data-dir", str(data)]
+    cases = [
+        (["predict", "nope"], "no run 'nope'"),
+        (["predict", "r1", "--split", "train"], "unknown split 'train'; choose one of: test, val"),
+        (["predict", "r1", "--format", "grib"], "unknown --format 'grib'"),
+        (["predict", "r1", "--format", "zarr", "--out", str(tmp_path / "x.nc")], "has the suffix of netcdf"),
+        (["predict", "r1", "--out", str(folder)], "is a folder; give a file name"),
+        (["predict", "r1", "--format", "zarr", "--out", str(folder)], "is a folder that is not a zarr store"),
+        (["predict", "r1", "--var", "t"], "--var and --level describe an --input file"),
+        (["predict", "r1", "--input", str(E1), "--split", "val"], "drop it with --input"),
+        (["predict", "r1", "--input", str(E1)], "--input needs --var NAME"),
+        (["predict", "r1", "--input", str(tmp_path / "missing.nc"), "--var", "t"], "no such file or store"),
+    ]
+    for args, message in cases:
+        code, _, err = cli(args + common, monkeypatch, capsys)
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, (args, err)
+    assert sorted(p.name for p in folder.iterdir()) == ["keep.txt"]
+    assert not list(tmp_path.glob("x.*"))
+
+
+def test_cli_predict_writes_and_replaces_a_zarr_store(run, tmp_path, monkeypatch, capsys):
+    results, data = run
+    store = tmp_path / "fc.zarr"
+    args = ["predict", "r1", "--split", "val", "--format", "zarr", "--out", str(store), "--results-dir", str(results),
+            "--data-dir", str(data)]
+    for _ in range(2):  # the second run replaces the first store whole
+        code, out, err = cli(args, monkeypatch, capsys)
+        assert code == 0, err
+        assert f"wrote {store}: 26 forecasts of 5 steps of the val split (zarr)" in " ".join(out.split())
+    with xr.open_zarr(store) as f:
+        assert f["air_temperature"].sizes["time"] == 26
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fc.zarr"]
+
+
+# ---- other grids and layouts --------------------------------------------------------------------
+
+def test_curvilinear_hourly_dataset_keeps_native_dims_and_real_times(tmp_path):
+    """A rotated grid (2-D latitude) with 6-hourly datetimes: dims y/x as in the file, datetime64 times
+    and timedelta leads; the round trip is exact there too."""
+    from svqbench.data import prepare
+    n, rng = 90, np.random.default_rng(0)
+    times = np.datetime64("2001-03-01T00") + np.arange(n) * np.timedelta64(6, "h")
+    yy, xx = np.mgrid[0:8, 0:8]
+    lat2d, lon2d = 40 + yy + 0.2 * xx, 10 + xx - 0.1 * yy
+    values = (280 + 3 * np.sin(0.6 * xx + 0.4 * np.arange(n)[:, None, None]) + rng.normal(0, 0.2, (n, 8, 8)))
+    src = xr.Dataset({"tas": (("time", "rlat", "rlon"), values.astype(np.float32),
+                              {"units": "K", "coordinates": "lat lon"})},
+                     coords={"time": times, "rlat": ("rlat", np.arange(8.0), {"standard_name": "grid_latitude"}),
+                             "rlon": ("rlon", np.arange(8.0), {"standard_name": "grid_longitude"}),
+                             "lat": (("rlat", "rlon"), lat2d, {"standard_name": "latitude", "units": "degrees_north"}),
+                             "lon": (("rlat", "rlon"), lon2d, {"standard_name": "longitude", "units": "degrees_east"})})
+    src.to_netcdf(tmp_path / "rot.nc")
+    data, results = tmp_path / "data", tmp_path / "results"
+    prepare("netcdf", root=data, from_paths=[tmp_path / "rot.nc"], var=["tas"], output_name="rot", in_len=4,
+            out_len=2)
+    cfg = resolve(cli=dict(TINY, dataset="rot", hid_s=4, hid_t=8, codebook_size=16), data_dir=data)
+    metrics = run_experiment(cfg, results_dir=results, data_dir=data, run_id="c1")
+    path, _ = predict_run("c1", results_dir=results, data_dir=data)
+    ds = PreparedDataset(data / "rot")
+    starts = ds.splits["test"]
+    with xr.open_dataset(path) as f:
+        assert f["tas"].dims == ("time", "prediction_timedelta", "rlat", "rlon")
+        assert f["latitude"].dims == ("rlat", "rlon")
+        np.testing.assert_allclose(f["latitude"], lat2d)
+        np.testing.assert_array_equal(f["time"], times[starts + 3])
+        np.testing.assert_array_equal(f["prediction_timedelta"], np.array([6, 12], dtype="timedelta64[h]"))
+        np.testing.assert_array_equal(f["valid_time"], times[starts[:, None] + 4 + np.arange(2)])
+        assert {"latitude", "longitude", "valid_time"} <= set(f["tas"].coords)
+    scores = score_forecast(path, "c1", results_dir=results, data_dir=data)
+    assert scores["mse_per_pixel"] == metrics["test"]["mse_per_pixel"]
+    assert scores["mae_per_pixel"] == metrics["test"]["mae_per_pixel"]
+
+
+def test_weatherbench_channels_become_wb2_variables_on_levels(tmp_path):
+    """WeatherBench-M's 12 channels: four WB2-named variables on a `level` dim, datetime64 times from
+    the dataset's year segments, and read back in the channel order."""
+    from svqbench.data.weatherbench import TASKS
+    from svqbench.predict import _NetCDF, frame_times, parse_step
+    task = TASKS["weatherbench-m"]
+    n = 40
+    frames = np.random.default_rng(1).normal(size=(n, 12, 4, 8)).astype(np.float32)
+    meta = dict(name="weatherbench-m", kind="weather", channels=task.channels, units=task.units, in_len=4, out_len=4,
+                step="6 hours", grid={"lat": np.linspace(-60, 60, 4).tolist(), "lon": np.linspace(0, 315, 8).tolist()},
+                times={"start": "2016-12-29T00:00", "step_hours": 6,
+                       "segments": [["2016-12-29T00:00", 12], ["2017-01-01T00:00", 28]]}, splits={}, sources=[])
+    ds = PreparedDataset(write_prepared(tmp_path / "weatherbench-m", frames,
+                                        {"train": np.arange(10), "val": np.arange(15, 20), "test": np.arange(25, 33)},
+                                        meta))
+    assert [v.name for v in variables(ds, "weatherbench-m")] == [
+        "relative_humidity", "temperature", "u_component_of_wind", "v_component_of_wind"]
+    times = frame_times(ds)
+    assert times[12] == np.datetime64("2017-01-01T00:00") and times[1] - times[0] == np.timedelta64(6, "h")
+    starts = ds.splits["test"]
+    base = skeleton(ds, dataset="weatherbench-m", init=times[starts + 3], step=parse_step("6 hours"),
+                    window_start=starts, attrs={"svqbench_channels": json.dumps(
+                        [[v.name, lev] for v in variables(ds, "weatherbench-m") for lev in v.levels])})
+    block = np.stack([frames[s + 4: s + 8] for s in starts])  # any (N, T, C, H, W) block
+    from svqbench.atomic import replacing
+    with replacing(tmp_path / "wb.nc") as tmp:
+        sink = _NetCDF(tmp, base, ds, "weatherbench-m")
+        sink.write(0, block)
+        sink.close()
+    with xr.open_dataset(tmp_path / "wb.nc") as f:
+        assert f["temperature"].dims == ("time", "prediction_timedelta", "level", "latitude", "longitude")
+        np.testing.assert_array_equal(f["level"], [150, 500, 850])
+        np.testing.assert_array_equal(f["temperature"].sel(level=500), block[:, :, task.channels.index("t500")])
+        assert f["u_component_of_wind"].attrs["units"] == "m s-1"
+        assert f["prediction_timedelta"].values[-1] == np.timedelta64(24, "h")
+    values, _ = read_forecast(tmp_path / "wb.nc")
+    np.testing.assert_array_equal(values, block)
+
+
+@pytest.fixture(scope="module")
+def video_run(tmp_path_factory):
+    """A tiny run on an RGB video dataset (kind video, values in [0, 1])."""
+    root = tmp_path_factory.mktemp("video")
+    rng = np.random.default_rng(2)
+    frames = rng.uniform(0, 1, (60, 3, 16, 16)).astype(np.float32)
+    meta = dict(name="clips", kind="video", channels=["r", "g", "b"], units=["intensity (0-1)"] * 3,
+                value_range=[0.0, 1.0], in_len=3, out_len=2, grid={"height": 16, "width": 16}, step="1 frame",
+                splits={}, sources=[])
+    write_prepared(root / "data" / "clips", frames,
+                   {"train": np.arange(30), "val": np.arange(35, 42), "test": np.arange(45, 56)}, meta)
+    cfg = resolve(cli=dict(TINY, dataset="clips", hid_s=4, hid_t=8, codebook_size=16), data_dir=root / "data")
+    run_experiment(cfg, results_dir=root / "results", data_dir=root / "data", run_id="v1")
+    return root / "results", root / "data"
+
+
+def test_video_runs_write_npy_with_png_strips(video_run, monkeypatch, capsys):
+    results, data = video_run
+    path, summary = predict_run("v1", strips=2, results_dir=results, data_dir=data)
+    assert path == results / "v1" / "forecast_test.npy"
+    array = np.load(path)
+    assert array.shape == (11, 2, 3, 16, 16) and array.dtype == np.float32
+    assert [Path(p).name for p in summary["strips"]] == ["sample_00000.png", "sample_00001.png"]
+    assert all(Path(p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in summary["strips"])
+    metrics = json.loads((results / "v1" / "metrics.json").read_text())["test"]
+    scores = score_forecast(path, "v1", results_dir=results, data_dir=data)
+    for key in ("mse_per_frame", "mae_per_frame", "ssim", "psnr"):
+        assert scores[key] == metrics[key], key
+    code, _, err = cli(["predict", "v1", "--format", "netcdf", "--results-dir", str(results), "--data-dir", str(data)],
+                       monkeypatch, capsys)
+    assert code == 2 and "netcdf forecasts are for weather runs; a video run writes .npy" in err
