@@ -12,7 +12,6 @@ import contextlib
 import fcntl
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any, Iterator
 

@@ -22,6 +22,15 @@ def embedded_root(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture(scope="module")
+def tiny_root(tmp_path_factory) -> Path:
+    """scaling_data's 8 x 8 drifting waves (saved as `embedded`), prepared once per test module."""
+    from scaling_data import make_tiny_dataset
+    root = tmp_path_factory.mktemp("tiny")
+    make_tiny_dataset(root)
+    return root
+
+
 @pytest.fixture
 def data_root(embedded_root, tmp_path) -> Path:
     """A private, writable copy of the prepared data root."""

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import cli
 import torch
 
 import svqbench
@@ -29,15 +30,6 @@ def run(embedded_root, tmp_path_factory):
     cwd = tmp_path_factory.mktemp("api")
     metrics = run_experiment(resolve(cli=TINY), results_dir=cwd / "results", data_dir=embedded_root, run_id="my-run")
     return cwd, embedded_root, metrics
-
-
-def cli(args: list[str], monkeypatch, capsys) -> tuple[int, str, str]:
-    from svqbench import cli as module
-    monkeypatch.setattr(sys, "argv", ["svqbench", *args])
-    with pytest.raises(SystemExit) as info:
-        module.main()
-    out = capsys.readouterr()
-    return info.value.code, out.out, out.err
 
 
 def test_load_run_gives_config_model_dataset_metrics_and_forecasts(run):

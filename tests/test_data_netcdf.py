@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +12,7 @@ import netCDF4
 import numpy as np
 import pytest
 import xarray as xr
+from helpers import without_read_override
 
 from svqbench.config import resolve
 from svqbench.data import prepare
@@ -447,11 +447,7 @@ def test_truncated_and_corrupt_files_are_one_line_errors(tmp_path):
 def test_permission_denied_is_said_as_such(tmp_path):
     path = cf_file(tmp_path / "locked.nc", field(20), np.arange(20), {"units": "days since 2000-01-01"})
     path.chmod(0)
-    prefix = []
-    if os.geteuid() == 0:  # root reads anything: drop the capability that lets it
-        if not shutil.which("setpriv"):
-            pytest.skip("running as root without setpriv")
-        prefix = ["setpriv", "--inh-caps=-all", "--bounding-set=-dac_override,-dac_read_search"]
+    prefix = without_read_override()
     code = ("import sys; from svqbench.data import prepare; from svqbench.errors import UserError\n"
             "try: prepare('netcdf', root=sys.argv[2], from_paths=[sys.argv[1]], var=['tas'])\n"
             "except UserError as e: print(e)")

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import xarray as xr
+from helpers import without_read_override
 
 from svqbench.data import prepare
 from svqbench.data.prepared import PreparedDataset
@@ -274,16 +275,11 @@ def test_replaced_zip_is_read_again_not_its_stale_extraction(wb1_t2m, tmp_path):
 
 
 def test_unreadable_file_is_permission_denied_not_corrupt(tmp_path):
-    import os
     import subprocess
     import sys
     path = write_wb1(tmp_path, "2m_temperature", "t2m", 2011)
     path.chmod(0)
-    prefix = []
-    if os.geteuid() == 0:  # root reads anything: drop the capability that lets it
-        if not shutil.which("setpriv"):
-            pytest.skip("running as root without setpriv")
-        prefix = ["setpriv", "--inh-caps=-all", "--bounding-set=-dac_override,-dac_read_search"]
+    prefix = without_read_override()
     code = ("import sys; from pathlib import Path; from svqbench.data.weatherbench import _WB1Files\n"
             "from svqbench.errors import UserError\n"
             "try: _WB1Files({('2m_temperature', 2011): Path(sys.argv[1])}, 1).read('t2m', None, 2011)\n"

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import torch
 
-from scaling_data import FLAGS, cli_flags, make_tiny_dataset
+from scaling_data import FLAGS, cli_flags
 from svqbench.config import resolve
 from svqbench.data.prepared import open_prepared
 from svqbench.distributed import DistContext, reduce_accumulator
@@ -43,13 +43,6 @@ def test_shards_cover_every_item_once(world):
 def test_accumulator_without_summed_fields_is_refused():
     with pytest.raises(TypeError, match="summed_fields"):
         reduce_accumulator(object(), DistContext())
-
-
-@pytest.fixture(scope="module")
-def tiny_root(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("tiny")
-    make_tiny_dataset(root)
-    return root
 
 
 def _val_losses(run_dir: Path) -> list[float]:

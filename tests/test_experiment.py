@@ -3,7 +3,6 @@
 errors, validation before anything is created, model-size bounds, recipes, the printed run folder)."""
 from __future__ import annotations
 
-import errno
 import json
 import os
 import subprocess
@@ -14,29 +13,14 @@ import pandas as pd
 import pytest
 import torch
 
+from helpers import cli
 from scaling_data import FLAGS, cli_flags, make_tiny_dataset
 from svqbench import experiment
 from svqbench.checkpoint import BEST, CHECKPOINT, save_best
 from svqbench.config import resolve
-from svqbench.errors import RunFailed, UserError
+from svqbench.errors import UserError
 from svqbench.results import LEADERBOARD, compare_table, load_leaderboards, read_leaderboard
 from svqbench.train import TrainOptions
-
-
-@pytest.fixture(scope="module")
-def tiny_root(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("tiny")
-    make_tiny_dataset(root)
-    return root
-
-
-def cli(args: list[str], monkeypatch, capsys) -> tuple[int, str, str]:
-    from svqbench import cli as module
-    monkeypatch.setattr(sys, "argv", ["svqbench", *args])
-    with pytest.raises(SystemExit) as info:
-        module.main()
-    out = capsys.readouterr()
-    return info.value.code, out.out, out.err
 
 
 def run(cfg_flags: dict, results: Path, tiny_root: Path, name: str, **options) -> dict:

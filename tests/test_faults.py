@@ -6,7 +6,6 @@ import math
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -15,18 +14,11 @@ import torch
 from svqbench import experiment
 from svqbench.errors import RunFailed
 from svqbench.results import LEADERBOARD
-from scaling_data import FLAGS, cli_flags, make_tiny_dataset
+from scaling_data import FLAGS, cli_flags
 from svqbench.config import resolve
 from svqbench.checkpoint import (CHECKPOINT, PREVIOUS_CHECKPOINT, load_latest_checkpoint, read_checkpoint,
                                  save_checkpoint)
 from svqbench.train import NonFiniteError, TrainOptions
-
-
-@pytest.fixture(scope="module")
-def tiny_root(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("tiny")
-    make_tiny_dataset(root)
-    return root
 
 
 def _payload(step: int) -> dict:

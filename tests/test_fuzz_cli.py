@@ -6,7 +6,6 @@ import contextlib
 import io
 import math
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from scaling_data import FLAGS, cli_flags, make_tiny_dataset
+from scaling_data import FLAGS, cli_flags
 from svqbench.cli import main
 from svqbench.launch import SlurmOptions, submit_sweep
 from svqbench.recipes import load_recipe
@@ -32,13 +32,6 @@ seeds = 1
 [scales.quick.config]
 dataset = "embedded"
 """
-
-
-@pytest.fixture(scope="module")
-def tiny_root(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("tiny")
-    make_tiny_dataset(root)
-    return root
 
 
 def _recipe(tmp_path: Path, epochs: int):

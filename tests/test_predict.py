@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import cftime
 import numpy as np
 import pytest
+from helpers import cli
 import xarray as xr
 
 from svqbench.config import resolve
@@ -30,15 +30,6 @@ def run(embedded_root, tmp_path_factory):
     run_experiment(resolve(cli=dict(TINY, codebook_size=32)), results_dir=results, data_dir=embedded_root,
                    run_id="r1")
     return results, embedded_root
-
-
-def cli(args: list[str], monkeypatch, capsys) -> tuple[int, str, str]:
-    from svqbench import cli as module
-    monkeypatch.setattr(sys, "argv", ["svqbench", *args])
-    with pytest.raises(SystemExit) as info:
-        module.main()
-    out = capsys.readouterr()
-    return info.value.code, out.out, out.err
 
 
 def test_netcdf_forecast_has_the_weatherbench2_layout_and_reproduces_the_test_metrics(run):

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import torch
 
-from scaling_data import FLAGS, cli_flags, make_tiny_dataset
+from scaling_data import FLAGS, cli_flags
 from svqbench.config import resolve
 from svqbench.experiment import run_experiment
 from svqbench.results import LEADERBOARD
@@ -47,13 +47,6 @@ sys.argv = ["svqbench", "run", *sys.argv[1:]]
 from svqbench.cli import main
 main()
 """
-
-
-@pytest.fixture(scope="module")
-def tiny_root(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("tiny")
-    make_tiny_dataset(root)
-    return root
 
 
 @pytest.fixture(scope="module")

@@ -40,7 +40,8 @@ def test_commands_use_the_custom_data_dir(command, user_run, tmp_path):
     args = {"evaluate": ["evaluate", "u1", "--split", "val", "--results-dir", str(results)],
             "analyze": ["analyze", "u1", "--results-dir", str(results)],
             "compare": ["compare", str(results), "--plots", str(tmp_path / "figs")],
-            "profile": ["profile", "--dataset", "mine", "--steps", "1", "--csv", str(tmp_path / "p.csv")]}[command]
+            "profile": ["profile", "--dataset", "mine", "--steps", "1", "--codebook-size", "64", "--batch-size", "2",
+                        "--csv", str(tmp_path / "p.csv")]}[command]
     out = _cli(args + ["--data-dir", str(data)], cwd=tmp_path)  # no ./data here
     assert out.returncode == 0, out.stderr
     if command == "compare":

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from scaling_data import FLAGS, cli_flags, make_tiny_dataset
+from scaling_data import FLAGS, cli_flags
 from svqbench.cli import main
 from svqbench.config import resolve
 from svqbench.experiment import resume_experiment, run_experiment
@@ -23,13 +23,6 @@ from svqbench.train import Reporter
 INTEGRATIONS = ("tensorboard", "mlflow", "wandb", "submitit")
 STEPS_PER_EPOCH = 4  # 60 train windows in batches of 16
 EPOCHS = FLAGS["epochs"]
-
-
-@pytest.fixture(scope="module")
-def tiny_root(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("tiny")
-    make_tiny_dataset(root)
-    return root
 
 
 def _cli(monkeypatch, capsys, *args: str) -> tuple[int, str]:

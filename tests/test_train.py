@@ -70,13 +70,6 @@ from svqbench.train import (NonFiniteError, Reporter, TrainOptions, masked_loss,
 
 
 @pytest.fixture(scope="module")
-def tiny_root(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("tiny")
-    make_tiny_dataset(root)
-    return root
-
-
-@pytest.fixture(scope="module")
 def masked_root(tmp_path_factory) -> Path:
     """The tiny dataset with a land mask: a third of the cells are invalid."""
     root = tmp_path_factory.mktemp("masked")
