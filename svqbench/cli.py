@@ -222,8 +222,9 @@ def run(**values):
     if not metrics:  # ranks other than 0 of a torchrun launch print nothing
         return
     from svqbench.evaluate import REFERENCES
-    one_unit = metrics.get("units") and "," not in metrics["units"]  # several variables: no single unit
-    t, u = metrics["test"], f" {metrics['units']}" if one_unit else ""
+    from svqbench.results import unit_label
+    unit = unit_label([metrics.get("units")])
+    t, u = metrics["test"], f" {unit}" if unit else ""
     refs = ", ".join(f"{name.replace('_', ' ')} {metrics[name]['mae_per_pixel']:.4f}{u}"
                      for name in REFERENCES if name in metrics)
     console.print(f"[bold]{metrics['run_id']}[/] test MSE {t['mse_per_pixel']:.4f}{u and u + '²'}  "
@@ -319,10 +320,8 @@ def datasets(data_dir: Optional[Path] = DATA):
 
 def _unit(group) -> str:
     """The one physical unit of a compare group, or "" when unknown or mixed."""
-    if "units" not in group.columns:
-        return ""
-    units = {u for u in group["units"].dropna().astype(str) if u}
-    return units.pop() if len(units) == 1 else ""
+    from svqbench.results import unit_label
+    return unit_label(group["units"]) if "units" in group.columns else ""
 
 
 def print_table(table) -> None:

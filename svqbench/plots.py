@@ -13,6 +13,7 @@ import pandas as pd
 
 from svqbench.atomic import save_figure, write_frame
 from svqbench.errors import UserError
+from svqbench.results import unit_label
 from svqbench.runs import read_json
 
 
@@ -37,10 +38,10 @@ def _runs(runs: "Runs | dict[str, Path]") -> Runs:
 def _unit(run_dir: Path) -> str:
     """The physical unit of a run's data ("" when unknown or mixed)."""
     try:
-        units = set(read_json(Path(run_dir) / "config.json").get("dataset_meta", {}).get("units") or [])
+        units = read_json(Path(run_dir) / "config.json").get("dataset_meta", {}).get("units") or []
     except UserError:
         return ""
-    return units.pop() if len(units) == 1 else ""
+    return unit_label(units)
 
 
 def learning_curves(runs: "Runs | dict[str, Path]", path: Path) -> Path:
@@ -127,7 +128,7 @@ def noise_curves(board: pd.DataFrame, path: Path, title: str = "noise injection 
     seeds, every seed a point), and the increase over eta = 0 below (mean +- std of the per-seed
     increases): the SVQ and no-SVQ curves side by side."""
     table = noise_table(board)
-    unit = str(board["units"].dropna().iloc[0]) if "units" in board.columns and board["units"].notna().any() else ""
+    unit = unit_label(board["units"]) if "units" in board.columns else ""
     plt = _pyplot()
     fig, axes = plt.subplots(2, 2, figsize=(10, 7), sharex=True, layout="constrained")
     methods = list(dict.fromkeys(table["method"]))
@@ -196,7 +197,7 @@ def forecast_sample(run_dir: Path, path: Path, *, data_dir: Path | None = None, 
             lo, hi = -max(abs(lo), abs(hi)), max(abs(lo), abs(hi))
         err = pred[:, c] - true[:, c]
         bound = float(np.abs(err[steps]).max()) or 1.0
-        unit = units[c] if c < len(units) else ""
+        unit = unit_label([units[c]]) if c < len(units) else ""
         images = {}
         for j, t in enumerate(steps):
             cmap = "RdBu_r" if anomalies else "viridis"

@@ -56,6 +56,13 @@ TEXT_COLUMNS = ("run_id", "dataset", "scale", "backbone", "quantizer", "loss", "
                 "data_digest", "units")
 
 
+def unit_label(units) -> str:
+    """The one physical unit shown beside numbers and on axes: "" when unknown, mixed (a leaderboard
+    cell holds "K,%" for several variables) or dimensionless ("1", as CF writes it)."""
+    found = {part for u in units if isinstance(u, str) for part in u.split(",") if part}
+    return found.pop() if len(found) == 1 and found != {"1"} else ""
+
+
 def read_leaderboard(path: Path) -> pd.DataFrame:
     """A leaderboard CSV with text columns kept as written (pandas would read `007` as 7 and `NA`
     as missing) and every other column numeric where it can be."""

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from svqbench.results import compare_table, read_leaderboard
+from svqbench.results import compare_table, read_leaderboard, unit_label
 
 CELL = dict(dataset="embedded", scale="quick", backbone="gsta", loss="l1", noise=0.0, persistence_mse=0.7,
             persistence_mae=0.6677, climatology_mse=30.0, climatology_mae=4.51, units="K")
@@ -96,3 +96,18 @@ def test_compare_cli_prints_the_interval_verdict_and_units(tmp_path):
     assert "paired t over 3 seeds" in out.stdout
     saved = read_leaderboard(tmp_path / "t.csv").set_index("method")
     assert saved.loc["svq", "mae_verdict"] == "within noise" and saved.loc["svq", "mae_ci_low"] < 0
+
+
+def test_one_unit_is_shown_and_dimensionless_or_mixed_units_are_not():
+    assert unit_label(pd.Series(["K", None, "K"])) == "K"
+    assert unit_label(["1"]) == "" and unit_label(["K,%"]) == "" and unit_label(["K", "m s-1"]) == ""
+    assert unit_label([None, float("nan")]) == ""
+
+
+def test_compare_of_a_dimensionless_field_prints_no_unit(tmp_path, monkeypatch, capsys):
+    from helpers import cli
+    issue_board().assign(units="1").to_csv(tmp_path / "leaderboard.csv", index=False)  # synthetic-advection's unit
+    monkeypatch.setenv("COLUMNS", "250")
+    code, out, err = cli(["compare", str(tmp_path)], monkeypatch, capsys)
+    assert code == 0, err
+    assert "MAE − none [95% CI]" in out and "(1)" not in out and "1²" not in out
