@@ -1,6 +1,7 @@
 """Small helpers shared by several test modules."""
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import sys
@@ -26,3 +27,10 @@ def without_read_override() -> list[str]:
     if not shutil.which("setpriv"):
         pytest.skip("running as root without setpriv")
     return ["setpriv", "--inh-caps=-all", "--bounding-set=-dac_override,-dac_read_search"]
+
+
+def needs(module: str):
+    """Skip, saying how to install it, where an optional integration (an extra) is missing: the default
+    install and `pip install -e '.[test]'` do not need them; CI installs `.[test,integrations]`."""
+    return pytest.mark.skipif(importlib.util.find_spec(module) is None,
+                              reason=f"needs {module}: pip install -c constraints.txt -e '.[test,integrations]'")

@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from helpers import needs
 from scaling_data import FLAGS, cli_flags
 from svqbench.cli import main
 from svqbench.launch import SlurmOptions, submit_sweep
@@ -56,6 +57,7 @@ def _job_log(job) -> str:
     return Path(job.paths.stdout).read_text() + Path(job.paths.stderr).read_text()
 
 
+@needs("submitit")
 def test_local_executor_runs_two_cells_as_jobs_into_the_sweep_leaderboard(recipe, tiny_root, tmp_path,
                                                                           monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
@@ -109,6 +111,7 @@ def _children(pid: int) -> list[int]:
     return found
 
 
+@needs("submitit")
 def test_a_preempted_job_stops_its_run_with_sigterm_and_the_requeued_job_resumes_it(tiny_root, tmp_path,
                                                                                    monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers import needs
 from scaling_data import FLAGS, cli_flags
 from svqbench.cli import main
 from svqbench.config import resolve
@@ -78,6 +79,7 @@ def test_unknown_tracker_is_refused_by_run_and_sweep(monkeypatch, capsys, tmp_pa
     assert not (tmp_path / "r").exists()
 
 
+@needs("tensorboard")
 def test_tensorboard_event_files_hold_steps_epochs_hparams_results_and_figure(tiny_root, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from tensorboard.plugins.hparams import plugin_data_pb2
@@ -124,6 +126,7 @@ def _only_run(client):
     return runs[0]
 
 
+@needs("mlflow")
 def test_mlflow_file_store_holds_params_metrics_and_the_figure(tiny_root, tmp_path, mlflow_store):
     metrics = _train(tiny_root, tmp_path / "results", "mlflow", run_id="m1")
     run = _only_run(mlflow_store)
@@ -155,6 +158,7 @@ class StopAt(Reporter):
             raise KeyboardInterrupt
 
 
+@needs("mlflow")
 def test_mlflow_run_of_an_interrupted_run_is_failed_then_continued_by_resume(tiny_root, tmp_path, monkeypatch):
     from mlflow import MlflowClient
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # the default store: RESULTS/mlruns
@@ -177,6 +181,7 @@ def test_mlflow_run_of_an_interrupted_run_is_failed_then_continued_by_resume(tin
     assert run.data.metrics["test/mae_per_pixel"] == pytest.approx(metrics["test"]["mae_per_pixel"])
 
 
+@needs("mlflow")
 def test_a_tracker_that_fails_never_fails_the_run(tiny_root, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "bogus-scheme://nowhere")
     metrics = _train(tiny_root, tmp_path / "results", "mlflow", run_id="lost")
@@ -212,6 +217,7 @@ def _wandb_records(path: Path):
             yield record
 
 
+@needs("wandb")
 def test_wandb_offline_run_holds_config_steps_epochs_summary_and_figure(tiny_root, tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_CONSOLE", "off")  # leave this test process's stdout / stderr alone
@@ -248,6 +254,7 @@ def test_wandb_offline_run_holds_config_steps_epochs_summary_and_figure(tiny_roo
     assert exit_code == 0
 
 
+@needs("mlflow")
 def test_only_rank_0_logs_under_torchrun(tiny_root, tmp_path, monkeypatch):
     uri = (tmp_path / "mlruns").as_uri()
     env = dict(os.environ, OMP_NUM_THREADS="1", MLFLOW_TRACKING_URI=uri, MLFLOW_EXPERIMENT_NAME="svq-tests")
