@@ -5,7 +5,8 @@ window a train window) written with `write_prepared`, shuffled batches of 16, bo
 
 - old: the previous training loop's batch path, per step `read_batch` (a Python loop over the
   windows and np.stack) + `to_tensors` (numpy normalisation, torch.from_numpy), loaded by path from
-  another checkout (default /tmp/before11);
+  another checkout (default /tmp/before11: `git worktree add /tmp/before11 17e4dc6`, the last
+  commit before the new loop);
 - new, device-resident (`--data-on-device yes`; on CPU the mapped frames are the device copy):
   windows gathered by index and normalised with torch;
 - new, host prefetch (`--data-on-device no`): numpy gather + normalisation in a background thread,

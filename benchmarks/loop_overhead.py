@@ -7,9 +7,10 @@ prepared dataset of random frames written to a temp folder with `write_prepared`
 (pred = x * w + b, two parameters) so that its own time (about a millisecond) does not bury the
 loop's; `--simvp` uses the quick-scale SimVP instead (its time then dominates and varies more).
 
-The old loop is the training loop of another checkout (default /tmp/before11, e.g. made with
-`git worktree add /tmp/before11 <commit>`): its train.py, data/batches.py and data/prepared.py are
-loaded by path next to this checkout's and run on the same data in the same process. Old epoch, new
+The old loop is the training loop of another checkout (default /tmp/before11, made with
+`git worktree add /tmp/before11 17e4dc6`, the last commit before the new loop): its train.py,
+data/batches.py and data/prepared.py are loaded by path next to this checkout's and run on the same
+data in the same process. Old epoch, new
 epoch and model-only timings are interleaved in rounds (median over rounds), so drift from other
 jobs on the machine hits all alike. Target: new loop overhead under 2 ms per step.
 
