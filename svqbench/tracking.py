@@ -5,8 +5,8 @@ stop, and any other) is passed on unchanged, and the tracker logs
 - the loss and learning rate of every reported training step (`train/loss`, `train/lr`),
 - every epoch's log row (`epoch/train_loss`, `epoch/val_loss`, `epoch/aux_loss`, `epoch/lr`, ...),
 - the resolved config and runtime options as params / hparams (`begin`, called by the experiment),
-- at the end the test metrics, the persistence / climatology / input-mean references, codebook usage and the
-  forecast-sample figure (`log_results`, called by the experiment after the leaderboard row).
+- at the end the test metrics, the persistence / climatology / input-mean references, codebook usage
+  and the forecast-sample figure (`log_results`, called by the experiment after the leaderboard row).
 
 Only rank 0 logs: the experiment opens the tracker on rank 0 alone. The libraries are optional
 extras (`pip install 'svqbench[tensorboard]'`, `[mlflow]`, `[wandb]`), imported only when chosen.
