@@ -28,20 +28,10 @@ import time
 import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
 
-IN_LEN = OUT_LEN = 12
+from bench_common import IN_LEN, OUT_LEN, random_t2m
 EPOCH_WINDOWS, EPOCHS, TARGET_S = 52_500, 50, 3600.0
-
-
-def build(path: Path, frames: int) -> Path:
-    from svqbench.data.prepared import write_prepared
-    rng = np.random.default_rng(0)
-    data = (280 + 5 * rng.standard_normal((frames, 1, 32, 64))).astype(np.float32)
-    starts = np.arange(frames - IN_LEN - OUT_LEN + 1)
-    return write_prepared(path, data, {"train": starts, "val": starts[:64], "test": starts[:64]},
-                          dict(name="gpu-loop", channels=["t2m"], units=["K"], in_len=IN_LEN, out_len=OUT_LEN))
 
 
 class Utilisation:
@@ -153,7 +143,8 @@ def main() -> None:
         plan += [dict(quantizer=q, precision=p, compile=True, data="yes") for p in ("bf16", "fp32") for q in ("none", "svq")]
     work = Path(tempfile.mkdtemp(prefix="svqbench-gpu-loop-"))
     from svqbench.data.prepared import PreparedDataset
-    ds = PreparedDataset(build(work / "ds", 16 * (a.warmup + a.steps + 4) + IN_LEN + OUT_LEN + 16))
+    ds = PreparedDataset(random_t2m(work / "ds", 16 * (a.warmup + a.steps + 4) + IN_LEN + OUT_LEN + 16, val=64,
+                                    name="gpu-loop"))
     print(f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}, paper-shape gSTA (weatherbench-s-t2m "
           f"--scale paper), batch 16, {a.steps} timed steps after {a.warmup} warm-up steps, "
           f"channels_last {a.channels_last}", flush=True)

@@ -21,7 +21,6 @@ Passes are interleaved in rounds (best of the rounds); wall-clock windows per se
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import shutil
 import sys
@@ -35,26 +34,11 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from svqbench.data.batches import Loader, chunks  # noqa: E402
-from svqbench.data.prepared import PreparedDataset, write_prepared  # noqa: E402
+from bench_common import load_by_path as load, random_t2m  # noqa: E402
+from svqbench.data.prepared import PreparedDataset  # noqa: E402
 
-N, IN_LEN, OUT_LEN, BATCH = 8760, 12, 12, 16
+N, BATCH = 8760, 16
 WORK_S = 0.005
-
-
-def load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-def build(path: Path) -> Path:
-    rng = np.random.default_rng(0)
-    frames = (280 + 5 * rng.standard_normal((N, 1, 32, 64))).astype(np.float32)
-    starts = np.arange(N - IN_LEN - OUT_LEN + 1)
-    return write_prepared(path, frames, {"train": starts, "val": starts[:100], "test": starts[:100]},
-                          dict(name="loader-bench", channels=["t2m"], units=["K"], in_len=IN_LEN, out_len=OUT_LEN))
 
 
 def per_batch(batches, steps: int, work: float = 0.0) -> float:
@@ -90,7 +74,7 @@ def main() -> None:
     cpu = torch.device("cpu")
     work = Path(tempfile.mkdtemp(prefix="svqbench-loader-throughput-"))
     try:
-        path = build(work / "ds")
+        path = random_t2m(work / "ds", N, val=100, name="loader-bench")
         ds_old, ds = old_prepared.PreparedDataset(path), PreparedDataset(path)
         order = np.random.default_rng(1).permutation(len(ds.splits["train"]))
         slices = chunks(len(order), BATCH)

@@ -20,7 +20,6 @@ jobs on the machine hits all alike. Target: new loop overhead under 2 ms per ste
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import shutil
 import statistics
@@ -31,15 +30,15 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from bench_common import IN_LEN, OUT_LEN, random_t2m  # noqa: E402
+from bench_common import load_by_path as load  # noqa: E402
 from svqbench import train as new_train  # noqa: E402
 from svqbench.config import resolve  # noqa: E402
-from svqbench.data.prepared import PreparedDataset, write_prepared  # noqa: E402
+from svqbench.data.prepared import PreparedDataset  # noqa: E402
 from svqbench.models import build_model  # noqa: E402
 
-IN_LEN = OUT_LEN = 12
 N_FRAMES, BATCH = 1200, 16
 RUN = dict(quantizer="none", batch_size=BATCH, warmup_epochs=0, max_val_windows=16, patience=100)
 SIMVP = dict(hid_s=16, hid_t=64, n_t=4, n_s=2, mlp_ratio=4.0)  # the quick scale's model
@@ -59,14 +58,6 @@ class Tiny(torch.nn.Module):
         return pred.new_zeros(())
 
 
-def load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def old_modules(root: Path):
     """The old prepared/batches/train modules, wired to each other (not to this checkout's)."""
     prepared = load("old_svqbench_prepared", root / "svqbench/data/prepared.py")
@@ -76,14 +67,6 @@ def old_modules(root: Path):
     for name in ("inject_noise", "read_batch", "split_batches", "to_tensors"):
         setattr(train, name, getattr(batches, name))
     return prepared, batches, train
-
-
-def build(path: Path) -> Path:
-    rng = np.random.default_rng(0)
-    frames = (280 + 5 * rng.standard_normal((N_FRAMES, 1, 32, 64))).astype(np.float32)
-    starts = np.arange(N_FRAMES - IN_LEN - OUT_LEN + 1)
-    return write_prepared(path, frames, {"train": starts, "val": starts[:64], "test": starts[:64]},
-                          dict(name="loop-bench", channels=["t2m"], units=["K"], in_len=IN_LEN, out_len=OUT_LEN))
 
 
 class Seconds:
@@ -151,7 +134,7 @@ def main() -> None:
     old_prepared, _, old_train = old_modules(a.old)
     work = Path(tempfile.mkdtemp(prefix="svqbench-loop-overhead-"))
     try:
-        path = build(work / "ds")
+        path = random_t2m(work / "ds", N_FRAMES, val=64, name="loop-bench")
         ds_new, ds_old = PreparedDataset(path), old_prepared.PreparedDataset(path)
         cfg = resolve(cli={**RUN, **SIMVP, "epochs": 3, "max_steps_per_epoch": a.steps, "norm": a.norm})
         old, new, model = [], [], []
