@@ -95,7 +95,7 @@ def test_ctrl_c_on_the_cli_exits_130_and_keeps_the_leaderboard(data_root, tmp_pa
         time.sleep(0.2)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130
+    assert proc.returncode == 130, err
     assert "interrupted" in err and "Traceback" not in err
     assert (results / "leaderboard.csv").read_text() == "run_id,dataset\nold,embedded\n"
 
