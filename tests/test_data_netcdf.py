@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -479,3 +480,45 @@ def test_a_killed_prepare_leaves_nothing_behind_at_the_next(tmp_path, user_file)
         (folder / "frames.npy").write_bytes(b"0" * 1000)
     prepare("netcdf", root=root, from_paths=[user_file], var=["sst"], output_name="my-sst", in_len=4, out_len=4)
     assert not stale.exists() and live.exists()
+
+
+def _refusal(tmp_path, path: Path, var: str, in_len: int, out_len: int, **kwargs) -> str:
+    with pytest.raises(UserError) as info:
+        prepare("netcdf", root=tmp_path, from_paths=[path], var=[var], in_len=in_len, out_len=out_len, **kwargs)
+    return str(info.value)
+
+
+def _accepted(tmp_path, path: Path, var: str, in_len: int, out_len: int, **kwargs) -> PreparedDataset:
+    return PreparedDataset(prepare("netcdf", root=tmp_path, from_paths=[path], var=[var], in_len=in_len,
+                                   out_len=out_len, output_name="hinted", **kwargs))
+
+
+def test_too_short_split_hint_on_the_real_ostia_file_is_the_bound_that_is_accepted(tmp_path):
+    """54 monthly steps split 0.7/0.15/0.15 = 37/8/9: the hint used to say n // 3 = 18 steps, refused."""
+    src, var = SAMPLES / "ostia_monthly.nc", "surface_temperature"
+    message = _refusal(tmp_path, src, var, 10, 10)
+    bound = int(re.search(r"at most (\d+) steps in all", message).group(1))
+    assert bound == 8
+    assert len(_accepted(tmp_path, src, var, bound // 2, bound - bound // 2).splits["val"]) == 1
+    assert "at most 8 steps in all" in _refusal(tmp_path, src, var, bound // 2, bound - bound // 2 + 1)
+
+
+@pytest.mark.parametrize("n, in_len, out_len", [(54, 4, 5), (60, 10, 10), (132, 11, 11)])
+def test_suggested_split_fractions_and_length_are_accepted_and_one_more_is_not(tmp_path, n, in_len, out_len):
+    """(60, 10+10): the old hint's --splits 0.30,0.35,0.35 left train 18 steps; (132, 11+11): the Ferret navy
+    winds case (monthly 1982-1992), where the old hint said 44 steps and 22 was refused."""
+    path = cf_file(tmp_path / "m.nc", field(n), np.arange(n) + 0.5, {"units": "months since 1982-01-01"})
+    message = _refusal(tmp_path, path, "tas", in_len, out_len)
+    splits = re.search(r"--splits (\S+,\S+,\S+) ", message).group(1)
+    assert min(len(w) for w in _accepted(tmp_path, path, "tas", in_len, out_len, splits=splits).splits.values()) >= 1
+    bound = int(re.search(r"at most (\d+) steps in all", message).group(1))
+    assert bound == min(int(n * 0.85) - int(n * 0.7), n - int(n * 0.85))
+    assert len(_accepted(tmp_path, path, "tas", 1, bound - 1).splits["test"]) >= 1
+    assert f"at most {bound} steps in all" in _refusal(tmp_path, path, "tas", 1, bound)
+
+
+def test_level_on_a_size_one_height_says_so(tmp_path):
+    path, _ = rotated_pole(tmp_path / "tas_EUR-11_rotated.nc")
+    with pytest.raises(UserError, match=r"tas has a size-1 height dimension \(value 2\), nothing to choose: drop "
+                                        r"--level$"):
+        prepare("netcdf", root=tmp_path, from_paths=[path], var=["tas"], level=2, in_len=2, out_len=2)

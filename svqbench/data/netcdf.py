@@ -17,7 +17,6 @@ first 70% / next 15% / last 15%. Frames are converted in time chunks, so memory 
 from __future__ import annotations
 
 import glob
-import math
 import os
 from pathlib import Path
 
@@ -133,6 +132,13 @@ class _Part:
             others = [d for d in da.dims if d not in (t, y, x)]
             pick = {d: 0 for d in others if da.sizes[d] == 1}
             big = [d for d in others if da.sizes[d] > 1]
+            if level is not None and not big and pick:
+                # a single height (tas at 2 m) is already chosen; "no level dimension" would deny what the user sees
+                lev = next(iter(pick))
+                first = np.asarray(ds[lev].values).ravel()[0] if lev in ds.variables else None
+                value = "" if first is None else f" (value {first:g})" if np.issubdtype(type(first), np.number) \
+                    else f" (value {first})"
+                raise UserError(f"{where} has a size-1 {lev} dimension{value}, nothing to choose: drop --level")
             name = v
             if len(big) > 1:
                 raise UserError(f"{where} has extra dims {big} besides time, {y} and {x}; only one level dim "
@@ -421,8 +427,7 @@ def _split_bounds(dates: np.ndarray, years: str | None, splits: str | None, wher
             raise UserError(f"bad --splits {splits!r}: three fractions of the time steps, each > 0, summing to "
                             f"at most 1, e.g. 0.7,0.15,0.15")
     if fractions:
-        cuts = [0] + [int(n * round(sum(fractions[: i + 1]), 9)) for i in range(3)]
-        return {s: (cuts[i], cuts[i + 1]) for i, s in enumerate(SPLITS)}
+        return _fraction_bounds(n, fractions)
     keys = cf.keys(dates)
     ranges = {}
     if years:
@@ -455,19 +460,31 @@ def _split_bounds(dates: np.ndarray, years: str | None, splits: str | None, wher
     return out
 
 
+def _fraction_bounds(n: int, fractions: list[float]) -> dict[str, tuple[int, int]]:
+    """Frame index range [a, b) of each split from fractions of the n time steps (the one rule `--splits
+    0.7,0.15,0.15` and the hint that suggests such fractions both use)."""
+    cuts = [0] + [int(n * round(sum(fractions[: i + 1]), 9)) for i in range(3)]
+    return {s: (cuts[i], cuts[i + 1]) for i, s in enumerate(SPLITS)}
+
+
 def _check_windows(bounds: dict, dates: np.ndarray, length: int, in_len: int, out_len: int, where: str) -> None:
-    """Every split must hold a window; otherwise say how long it is and how to fix it."""
+    """Every split must hold a window; otherwise say how long it is and how to fix it. Both hints are
+    values that will be accepted: the longest window every split holds, and split fractions whose
+    three splits each hold a window of `length`."""
     n = len(dates)
     for split, (a, b) in bounds.items():
         if b - a >= length:
             continue
         span = f"{cf.iso(dates[a])} .. {cf.iso(dates[b - 1])}" if b > a else "empty"
-        fix = f"shorten --in-len/--out-len (at most {n // 3} steps in all)"
-        if n >= 3 * length:
-            f = math.ceil((length + 1) / n * 100) / 100
-            while int(n * round(1 - f, 9)) - int(n * round(1 - 2 * f, 9)) < length or n - int(n * round(1 - f, 9)) < length:
-                f += 0.01
-            fix = f"give it more steps, e.g. --splits {1 - 2 * f:.2f},{f:.2f},{f:.2f} or date ranges, or {fix}"
+        longest = min(hi - lo for lo, hi in bounds.values())  # in_len + out_len that every split holds
+        fixes = [f"shorten --in-len/--out-len (at most {longest} steps in all)"] if longest >= 2 else []
+        for percent in range(1, 34):  # the smallest equal val/test share (in whole percent) that fits
+            f = percent / 100
+            if all(hi - lo >= length for lo, hi in _fraction_bounds(n, [1 - 2 * f, f, f]).values()):
+                fixes.insert(0, f"give it more steps, e.g. --splits {1 - 2 * f:.2f},{f:.2f},{f:.2f} or date ranges")
+                break
+        fix = " or ".join(fixes) if fixes else (f"the data hold {n} time steps, too few for three splits of "
+                                                f"{length}; use more data or a shorter --in-len/--out-len")
         raise UserError(f"{where}: split {split!r} has {b - a} time steps ({span}), fewer than one window of {length} "
                         f"(--in-len {in_len} + --out-len {out_len}): no windows; {fix}")
 
