@@ -1,4 +1,4 @@
-"""Run configuration. Precedence: defaults < dataset preset (scale) < recipe < command line.
+"""Run configuration. Precedence: defaults < dataset preset (scale) < model preset < recipe < command line.
 
 Every run writes its resolved config; an unknown key anywhere is an error, never ignored. Each
 RunConfig field carries its help line (`metadata["help"]`), from which the CLI makes its flag.
@@ -24,6 +24,8 @@ def _opt(default: Any, help: str, *, flag: str | None = None) -> Any:
 class RunConfig:
     dataset: str = _opt("embedded", "prepared dataset name (`svqbench datasets` lists them)")
     scale: str = _opt("quick", "preset scale: quick (2 CPU cores, minutes) or paper (published settings)")
+    model: str = _opt("simvp", "forecasting model: SimVP (--backbone picks its translator) or a recurrent/video "
+                               "baseline (docs/models.md)")
     backbone: str = _opt("gsta", "SimVP translator")
     quantizer: str = _opt("svq", "quantizer between encoder and translator (docs/quantizers.md)")
     seed: int = _opt(42, "seed of weights, shuffling and noise")
@@ -35,6 +37,34 @@ class RunConfig:
     mlp_ratio: float = _opt(8.0, "translator MLP expansion ratio")
     drop_path: float = _opt(0.0, "final stochastic-depth rate of the translator (linear from 0.01)")
     placement: str = _opt("before", "quantizer before or after the translator (Table 15)")
+    # recurrent models (--model other than simvp; OpenSTL's names in docs/models.md)
+    rnn_hidden: int = _opt(128, "recurrent models: channels of every recurrent layer (OpenSTL's num_hidden)")
+    rnn_layers: int = _opt(4, "recurrent models: stacked recurrent layers")
+    filter_size: int = _opt(5, "recurrent models: convolution kernel size")
+    patch_size: int = _opt(2, "recurrent models: frames enter as p x p patches stacked on channels (padded to a multiple)")
+    layer_norm: bool = _opt(False, "recurrent models: LayerNorm after each gate convolution")
+    stride: int = _opt(1, "recurrent models: gate convolution stride")
+    sampling_start_value: float = _opt(1.0, "scheduled sampling: teacher-forcing probability at step 0")
+    sampling_changing_rate: float = _opt(2e-5, "scheduled sampling: decrease of that probability per optimiser step")
+    sampling_stop_iter: int = _opt(50000, "scheduled sampling: optimiser step after which no true frame is fed")
+    r_sampling_step_1: int = _opt(25000, "reverse scheduled sampling: step where its schedules start moving")
+    r_sampling_step_2: int = _opt(50000, "reverse scheduled sampling: step where they end")
+    r_exp_alpha: float = _opt(5000.0, "reverse scheduled sampling: time constant of the input-frame schedule")
+    decouple_beta: float = _opt(0.1, "PredRNN.V2: weight of its memory-decoupling loss")
+    mau_tau: int = _opt(5, "MAU: past steps its attention looks back over (OpenSTL's tau)")
+    mau_sr_size: int = _opt(2, "MAU: spatial downsampling factor of its encoder (OpenSTL's sr_size; a power of 2)")
+    mau_cell_mode: str = _opt("normal", "MAU: normal, or residual (adds the cell's input to its spatial output)")
+    mau_model_mode: str = _opt("normal", "MAU: normal, or recall (decoder adds the encoder's features)")
+    prednet_stack_sizes: str = _opt("32,64,128,256", "PredNet: channels of the layers above the frame (the "
+                                    "reference's stack_sizes after the data channels; R stacks equal)")
+    prednet_filt_size: int = _opt(3, "PredNet: kernel size of its A, Ahat and R convolutions")
+    prednet_weight_mode: str = _opt("L_0", "PredNet: error-loss layer weights: L_0 (bottom layer only) or L_all "
+                                           "(bottom 1, others 0.1)")
+    dmvfn_num_features: str = _opt("160,160,160,80,80,80,44,44,44", "DMVFN: width of each multi-scale flow block")
+    dmvfn_scales: str = _opt("4,4,4,2,2,2,1,1,1", "DMVFN: downsampling factor of each block")
+    dmvfn_routing_channels: int = _opt(32, "DMVFN: width of the routing module")
+    dmvfn_beta: float = _opt(0.5, "DMVFN: expected fraction of blocks the routing activates")
+    dmvfn_gamma: float = _opt(0.8, "DMVFN: decay of the earlier blocks' loss weights")
     # SVQ
     codebook_size: int = _opt(10000, "codebook size K (svq: the preset's; baselines: Table 11's)")
     svq_hidden: int = _opt(128, "SVQ hidden width (bucket shape: 1280 with K 1280); also the mlp control's")
@@ -81,6 +111,9 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "loss": ("l1", "l2"),
     "svq_impl": ("factorized", "dense"),
     "codebook_init": ("normal", "kaiming_uniform", "xavier", "sparse", "trunc_normal", "orthogonal"),
+    "mau_cell_mode": ("normal", "residual"),
+    "mau_model_mode": ("normal", "recall"),
+    "prednet_weight_mode": ("L_0", "L_all"),
 }
 
 
@@ -95,6 +128,9 @@ def choices(name: str) -> list[str]:
     if name == "dataset":
         from svqbench.data import dataset_names
         return dataset_names()
+    if name == "model":
+        from svqbench.models import model_names
+        return model_names()
     return list(CHOICES.get(name, ()))
 
 
@@ -192,8 +228,11 @@ def resolve(dataset: str | None = None, scale: str | None = None, recipe: dict[s
     if not isinstance(dataset, str) or not all(c.isalnum() or c in "._-" for c in dataset) or dataset[:1] in ("", "."):
         raise UserError(f"bad dataset name {dataset!r}: use letters, digits, '.', '_' and '-' (not first)")
     preset = presets_for(dataset, data_dir)
+    from svqbench.models import model_preset
+    model = cli.get("model", recipe.get("model", RunConfig.model))
     merged: dict[str, Any] = {"dataset": dataset, "scale": scale}
-    for where, layer in (("preset", preset[scale]), ("recipe", recipe), ("command line", cli)):
+    for where, layer in (("preset", preset[scale]), ("model preset", model_preset(model, dataset, scale)),
+                         ("recipe", recipe), ("command line", cli)):
         for key, value in layer.items():
             merged[key] = _coerce(key, value, where)
     _method_codebook_size(merged, given="codebook_size" in recipe or "codebook_size" in cli)
@@ -233,7 +272,7 @@ FLOAT32_MAX = 3.4028234663852886e38
 
 
 def validate(cfg: RunConfig) -> None:
-    for name in ("backbone", "quantizer", *CHOICES):
+    for name in ("model", "backbone", "quantizer", *CHOICES):
         allowed = choices(name)
         if getattr(cfg, name) not in allowed:
             raise UserError(f"unknown {name.replace('_', '-')} {getattr(cfg, name)!r}; "
@@ -242,6 +281,11 @@ def validate(cfg: RunConfig) -> None:
     for name in positive:
         if getattr(cfg, name) < 1:
             raise UserError(f"{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
+    for name in ("rnn_hidden", "rnn_layers", "filter_size", "patch_size", "stride"):
+        if getattr(cfg, name) < 1:
+            raise UserError(f"{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
+    if cfg.filter_size % 2 == 0:  # "same" padding (filter_size // 2) keeps the frame size only for odd kernels
+        raise UserError(f"filter-size must be odd, got {cfg.filter_size}")
     if cfg.n_t < 2:
         raise UserError(f"n-t must be >= 2 (first and last translator blocks), got {cfg.n_t}")
     if not cfg.lr > 0:

@@ -311,6 +311,7 @@ class Training:
     crit: Callable[..., torch.Tensor]
     rng: np.random.Generator      # shuffling
     noise_gen: torch.Generator    # Table 5 noise
+    sample_gen: torch.Generator   # recurrent models' teacher-forcing masks (svqbench.models.recurrent)
     steps_per_epoch: int
     device: torch.device
     options: TrainOptions
@@ -341,9 +342,17 @@ def setup(cfg: RunConfig, ds: PreparedDataset, model, run_dir: Path, *, device: 
                     sched=torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg, steps_per_epoch)),
                     scaler=torch.amp.GradScaler(device.type, enabled=options.precision == "fp16"),
                     crit=loss_fn(cfg.loss), rng=np.random.default_rng(cfg.seed),
-                    noise_gen=torch.Generator().manual_seed(cfg.seed + 1), steps_per_epoch=steps_per_epoch,
+                    noise_gen=torch.Generator().manual_seed(cfg.seed + 1),
+                    sample_gen=torch.Generator().manual_seed(sample_seed(cfg.seed, dist.rank)),
+                    steps_per_epoch=steps_per_epoch,
                     device=device, options=options, dist=dist, run_dir=Path(run_dir),
                     loader=Loader(ds, cfg.norm, device, on_device=paths.data == "device"), paths=paths)
+
+
+def sample_seed(seed: int, rank: int) -> int:
+    """Seed of a rank's teacher-forcing generator: its own stream per rank (each rank draws the masks
+    of its share of the batch), apart from the shuffling (seed) and noise (seed + 1) streams."""
+    return (seed + 2 + 1_000_003 * rank) % 2 ** 63
 
 
 def wrap_model(t: Training) -> None:
@@ -383,6 +392,8 @@ def restore(t: Training, reporter: Reporter) -> None:
     ranks = ckpt["rng"]["ranks"]
     mine = ranks[dist.rank] if len(ranks) == dist.world_size else ranks[0]
     torch.set_rng_state(mine["torch"])
+    if "sample" in mine:  # checkpoints written before the recurrent models keep the fresh generator
+        t.sample_gen.set_state(mine["sample"])
     if t.device.type == "cuda" and mine["cuda"] is not None:
         torch.cuda.set_rng_state(mine["cuda"], t.device)
     t.state = LoopState.from_dict(ckpt["loop"])
@@ -400,7 +411,7 @@ def save_resume_state(t: Training) -> None:
     partial = torch.tensor([state.loss_sum, float(state.samples)], dtype=torch.float64)
     dist.all_reduce_sum([partial])
     state.loss_sum, state.samples = (float(partial[0]), int(partial[1])) if dist.is_main else (0.0, 0)
-    ranks = dist.gather(_rng_states(t.device))
+    ranks = dist.gather({**_rng_states(t.device), "sample": t.sample_gen.get_state()})
     if dist.is_main:
         save_checkpoint({"model": t.model.state_dict(), "optimizer": t.opt.state_dict(),
                          "scheduler": t.sched.state_dict(), "scaler": t.scaler.state_dict(),
@@ -437,7 +448,8 @@ def train_step(t: Training, x: torch.Tensor, y: torch.Tensor) -> None:
     if t.options.channels_last:
         x = x.contiguous()
     with autocast(t.device, t.options.precision):
-        pred, aux = t.net(x)
+        # every model takes the target frames and the step (recurrent teacher forcing); SimVP ignores them
+        pred, aux = t.net(x, target=y, step=state.global_step, generator=t.sample_gen)
     forecast = masked_loss(t.crit, pred.float(), y, t.loader.mask, t.loader.valid_cells)
     loss = forecast + aux + t.model.regularizer(pred.float(), y)  # TAU's divergence term, else 0
     # DDP averages gradients over ranks: weight by share * world so the average is the

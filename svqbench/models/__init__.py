@@ -1,10 +1,13 @@
-"""Model construction: a RunConfig and a forecast shape -> SimVP with its translator and quantizer.
+"""Model construction: a RunConfig and a forecast shape -> the forecasting model it names.
 
 `build_model` is the one place a model is made from a config (training, evaluation, analysis,
-profile, a saved run); the modules in this package hold the layers.
+profile, a saved run); the modules in this package hold the layers. `--model simvp` (the default)
+is SimVP with its translator and quantizer; every other name is one module here, registered in
+`MODELS`, that exposes `build(cfg, shape)` and `PRESETS` (docs/models.md).
 """
 from __future__ import annotations
 
+import importlib
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -26,12 +29,52 @@ class ForecastShape:
         return cls(ds.in_len, ds.out_len, len(ds.channels), h, w)
 
 
+# name -> module; each module but simvp's exposes build(cfg, shape) and PRESETS (docs/models.md)
+MODELS: dict[str, str] = {}
+
+
+def register_model(name: str, module: str) -> None:
+    MODELS[name] = module
+
+
+register_model("simvp", "svqbench.models.simvp")
+register_model("convlstm", "svqbench.models.convlstm")
+
+
+def model_names() -> list[str]:
+    return list(MODELS)
+
+
+def model_spec(name: str):
+    """The module of model `name` (its `build` and `PRESETS`); a one-line error for an unknown name."""
+    from svqbench.errors import UserError
+    if name not in MODELS:
+        raise UserError(f"unknown model {name!r}; choose one of: {', '.join(model_names())}")
+    return importlib.import_module(MODELS[name])
+
+
+def model_preset(name: str, dataset: str, scale: str) -> dict[str, Any]:
+    """RunConfig values of model `name` for `dataset` at `scale` (its "default" entry for a dataset
+    without a reference config); SimVP has none of its own (the dataset presets are SimVP's)."""
+    spec = model_spec(name)
+    presets = getattr(spec, "PRESETS", {})
+    if not presets:
+        return {}
+    return dict((presets.get(dataset) or presets["default"])[scale])
+
+
 def build_model(cfg, shape: "ForecastShape | Any", **overrides: Any):
-    """SimVP for `cfg` (a RunConfig) on `shape` (a ForecastShape or a prepared dataset)."""
-    from svqbench.models.simvp import SimVP
-    from svqbench.quantizers import quantizer_kwargs
+    """The model `cfg.model` names for `cfg` (a RunConfig) on `shape` (a ForecastShape or a prepared dataset)."""
     if not isinstance(shape, ForecastShape):
         shape = ForecastShape.of(shape)
+    if cfg.model != "simvp":
+        from svqbench.models.recurrent import Recurrent
+        model = model_spec(cfg.model).build(cfg, shape, **overrides)
+        if isinstance(model, Recurrent):
+            model.loss_name = cfg.loss  # the criterion of its input-phase loss term (recurrent.py)
+        return model
+    from svqbench.models.simvp import SimVP
+    from svqbench.quantizers import quantizer_kwargs
     return SimVP(in_len=shape.in_len, out_len=shape.out_len, channels=shape.channels, height=shape.height,
                  width=shape.width, hid_s=cfg.hid_s, hid_t=cfg.hid_t, n_s=cfg.n_s, n_t=cfg.n_t,
                  backbone=cfg.backbone, mlp_ratio=cfg.mlp_ratio, drop_path=cfg.drop_path,

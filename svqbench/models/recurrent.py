@@ -23,6 +23,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -44,6 +45,23 @@ def reshape_patch_back(x: torch.Tensor, patch: int) -> torch.Tensor:
     return x.reshape(b, t, hp * patch, wp * patch, c).permute(0, 1, 4, 2, 3)
 
 
+def padded_size(n: int, multiple: int) -> int:
+    """The smallest multiple of `multiple` that is >= n."""
+    return -(-n // multiple) * multiple
+
+
+def pad_frames(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """(..., C, H, W) -> the same with H and W edge-padded at the bottom/right to multiples of
+    `multiple`, for a model whose patches or down-sampling need them (the embedded grid is 37 x 49).
+    Edge values, not zeros: a zero in normalised units is the mean, a false edge for the convolutions."""
+    h, w = x.shape[-2:]
+    ph, pw = padded_size(h, multiple) - h, padded_size(w, multiple) - w
+    if ph == 0 and pw == 0:
+        return x
+    y = torch.nn.functional.pad(x.reshape(-1, *x.shape[-3:]), (0, pw, 0, ph), mode="replicate")
+    return y.reshape(*x.shape[:-2], h + ph, w + pw)
+
+
 # ---------------------------------------------------------------- teacher-forcing schedules
 
 @dataclass(frozen=True)
@@ -59,6 +77,13 @@ class Sampling:
     r_step_1: int = 25000           # r_sampling_step_1
     r_step_2: int = 50000           # r_sampling_step_2
     r_exp_alpha: float = 5000.0     # r_exp_alpha
+
+
+def sampling_of(cfg, kind: str) -> Sampling:
+    """A model's `Sampling` of `kind` with the schedule settings of `cfg` (a RunConfig)."""
+    return Sampling(kind=kind, start_value=cfg.sampling_start_value, changing_rate=cfg.sampling_changing_rate,
+                    stop_iter=cfg.sampling_stop_iter, r_step_1=cfg.r_sampling_step_1,
+                    r_step_2=cfg.r_sampling_step_2, r_exp_alpha=cfg.r_exp_alpha)
 
 
 def teacher_forcing_prob(s: Sampling, step: int) -> float:
@@ -110,15 +135,29 @@ def sampling_mask(s: Sampling, *, batch: int, in_len: int, out_len: int, shape: 
 
 # ---------------------------------------------------------------- the base class
 
+def patch_grid(height: int, width: int, patch: int) -> tuple[int, int]:
+    """The patch grid (H/p, W/p) a model is built for: a frame not divisible by p is padded up."""
+    return math.ceil(height / patch), math.ceil(width / patch)
+
+
 class Recurrent(nn.Module):
     """Base of the frame-by-frame models: patching, masks, the forecast/aux split, the quantizer slot.
 
     Subclasses set `self.patch_size`, `self.sampling` (a `Sampling`), `self.in_len`, `self.out_len`,
     call `self.init_quantizer(name, dim, kwargs)` and implement `rollout`; inside it they pass their
-    latent through `self.quantize(h)` (identity for `none`) at every step."""
+    latent through `self.quantize(h)` (identity for `none`) at every step. A frame whose size is not
+    a multiple of the patch is padded (replicate) and the forecast cropped back, as SimVP does; size
+    the model with `patch_grid`.
+
+    Training loss (docs/models.md): the reference trains on the MSE of all T-1 next-frame predictions
+    (T = in_len + out_len), the input phase included; the loop's forecast loss covers the out_len
+    future frames. `aux` adds the input-phase term weighted (in_len - 1) / out_len, and the model's
+    extra loss weighted (T - 1) / out_len, so loop loss = (T - 1) / out_len x the reference's loss
+    (with the loop's criterion, `loss_name`, which build_model sets from cfg.loss)."""
 
     patch_size: int = 1
     sampling: Sampling = Sampling()
+    loss_name: str = "l2"
 
     def init_quantizer(self, name: str, dim: int, kwargs: dict | None) -> None:
         from svqbench.quantizers import build_quantizer
@@ -134,24 +173,44 @@ class Recurrent(nn.Module):
         raise NotImplementedError
 
     def extra_loss(self, next_frames: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
-        """The reference's loss terms besides the forecast loss (e.g. PredRNN.V2's decoupling loss)."""
+        """The reference's loss terms besides the frame MSE (e.g. PredRNN.V2's decoupling loss)."""
         return next_frames.new_zeros(())
+
+    def regularizer(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The loop's hook for a loss on (forecast, target) (SimVP's TAU term); the recurrent models
+        return theirs in `aux` instead."""
+        return pred.new_zeros(())
+
+    @property
+    def passes(self) -> int:
+        """Forward passes per forecast, as `svqbench profile` reports it: one rollout over the sequence."""
+        return 1
 
     def forward(self, x: torch.Tensor, *, target: torch.Tensor | None = None, step: int | None = None,
                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         b, t_in, c, h, w = x.shape
         p = self.patch_size
+        training = target is not None and step is not None
         # at test time the future frames are never seen: zeros stand in for them, and the mask
         # (all zeros over the future) makes the model feed back its own predictions
-        future = target if (target is not None and step is not None) else x.new_zeros(b, self.out_len, c, h, w)
-        frames = reshape_patch(torch.cat([x, future], 1), p)
+        future = target if training else x.new_zeros(b, self.out_len, c, h, w)
+        seq = torch.cat([x, future.to(x.dtype)], 1)
+        pad_h, pad_w = (-h) % p, (-w) % p
+        if pad_h or pad_w:
+            seq = F.pad(seq.flatten(0, 1), (0, pad_w, 0, pad_h), mode="replicate").unflatten(0, (b, seq.shape[1]))
+        frames = reshape_patch(seq, p)
         mask = sampling_mask(self.sampling, batch=b, in_len=self.in_len, out_len=self.out_len,
-                             shape=frames.shape[2:], step=step if target is not None else None,
+                             shape=frames.shape[2:], step=step if training else None,
                              generator=generator, device=x.device)
         self._aux = []
         next_frames = self.rollout(frames, mask)
-        aux = sum(self._aux, x.new_zeros(()))
-        if target is not None and step is not None:
-            aux = aux + self.extra_loss(next_frames, frames)
-        pred = reshape_patch_back(next_frames[:, -self.out_len:], p)
-        return pred, aux
+        # the quantizer's aux loss as if the T-1 latents were one batch (the mean of the steps')
+        aux = torch.stack(self._aux).mean() if self._aux else x.new_zeros(())
+        out = reshape_patch_back(next_frames, p)[..., :h, :w]  # (B, T-1, C, H, W)
+        if training:
+            crit = F.mse_loss if self.loss_name == "l2" else F.l1_loss
+            scale = (t_in + self.out_len - 1) / self.out_len
+            if t_in > 1:
+                aux = aux + (t_in - 1) / self.out_len * crit(out[:, : t_in - 1], x[:, 1:])
+            aux = aux + scale * self.extra_loss(next_frames, frames)
+        return out[:, -self.out_len:], aux

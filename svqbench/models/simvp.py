@@ -124,8 +124,10 @@ class SimVP(nn.Module):
         y = self.dec(z, skip)
         return y.reshape(b, t, c, h, w), q
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Returns (forecast, auxiliary loss of the quantizer summed over roll-out steps)."""
+    def forward(self, x: torch.Tensor, *, target: torch.Tensor | None = None, step: int | None = None,
+                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns (forecast, auxiliary loss of the quantizer summed over roll-out steps). `target`,
+        `step` and `generator` are the forecasting-model interface's (docs/models.md); SimVP needs none."""
         h, w = self.grid
         pad_h, pad_w = (-h) % self.factor, (-w) % self.factor
         if pad_h or pad_w:
