@@ -39,6 +39,7 @@ def register_model(name: str, module: str) -> None:
 
 register_model("simvp", "svqbench.models.simvp")
 register_model("convlstm", "svqbench.models.convlstm")
+register_model("mau", "svqbench.models.mau")
 
 
 def model_names() -> list[str]:
