@@ -40,6 +40,8 @@ def register_model(name: str, module: str) -> None:
 register_model("simvp", "svqbench.models.simvp")
 register_model("convlstm", "svqbench.models.convlstm")
 register_model("mau", "svqbench.models.mau")
+register_model("predrnn", "svqbench.models.predrnn")
+register_model("predrnnv2", "svqbench.models.predrnnv2")
 
 
 def model_names() -> list[str]:
