@@ -41,7 +41,10 @@ register_model("simvp", "svqbench.models.simvp")
 register_model("convlstm", "svqbench.models.convlstm")
 register_model("mau", "svqbench.models.mau")
 register_model("predrnn", "svqbench.models.predrnn")
+register_model("predrnnpp", "svqbench.models.predrnnpp")
 register_model("predrnnv2", "svqbench.models.predrnnv2")
+register_model("mim", "svqbench.models.mim")
+register_model("e3dlstm", "svqbench.models.e3dlstm")
 
 
 def model_names() -> list[str]:
