@@ -174,12 +174,13 @@ def paired_statistics(runs: pd.DataFrame, baseline: pd.DataFrame, metric: str) -
     """The method's test `metric` minus the `none` baseline's of the same cell, paired by seed, with a
     95% interval (t over seeds; one seed: bootstrap over test windows when both runs saved their
     per-window errors) and a verdict: better / worse / within noise."""
-    from svqbench.stats import compare_runs
+    from svqbench.stats import block_length, compare_runs
     windows = {}
     if runs["seed"].nunique() == 1 and "run_dir" in runs.columns and "run_dir" in baseline.columns:
         errors = [window_errors(Path(str(d)), metric) for d in (runs["run_dir"].iloc[0], baseline["run_dir"].iloc[0])]
         if all(e is not None for e in errors) and len(errors[0][0]) == len(errors[1][0]):
-            windows = dict(method_windows=errors[0][0], baseline_windows=errors[1][0], block=2 * errors[0][1])
+            windows = dict(method_windows=errors[0][0], baseline_windows=errors[1][0],
+                           block=block_length(errors[0][1]))
     c = compare_runs(runs, baseline, metric=f"test_{metric}", **windows)
     return {f"{metric}_diff": c.mean_diff, f"{metric}_ci_low": c.ci_low, f"{metric}_ci_high": c.ci_high,
             f"{metric}_verdict": c.verdict, "ci_method": c.method}

@@ -111,3 +111,23 @@ def test_compare_of_a_dimensionless_field_prints_no_unit(tmp_path, monkeypatch, 
     code, out, err = cli(["compare", str(tmp_path)], monkeypatch, capsys)
     assert code == 0, err
     assert "MAE − none [95% CI]" in out and "(1)" not in out and "1²" not in out
+
+
+def test_one_seed_on_the_embedded_26_windows_prints_no_interval_and_no_verdict(tmp_path, monkeypatch, capsys):
+    # the case: one seed each of svq and none on the embedded data (26 stride-1 test windows of
+    # 10 + 5 years); every window favours svq, yet 26 overlapping windows are less than one block
+    from helpers import cli
+    rng = np.random.default_rng(0)
+    base = 0.53 + 0.02 * rng.normal(size=26)
+    for name, errors in (("none", base), ("svq", base - 0.0338 + 0.001 * rng.normal(size=26))):
+        (tmp_path / name).mkdir()
+        np.savez(tmp_path / name / "window_errors_test.npz", mae=errors, mse=errors ** 2)
+        (tmp_path / name / "config.json").write_text('{"config": {}, "dataset_meta": {"in_len": 10, "out_len": 5}}')
+    rows = [dict(run_id=q, quantizer=q, seed=42, test_mae=0.53 - 0.0338 * (q == "svq")) for q in ("none", "svq")]
+    board(rows).to_csv(tmp_path / "leaderboard.csv", index=False)
+    monkeypatch.setenv("COLUMNS", "250")
+    code, out, err = cli(["compare", str(tmp_path)], monkeypatch, capsys)
+    assert code == 0, err
+    assert "cannot tell from one seed on 26 windows: run 3 seeds" in out
+    svq = next(line for line in out.splitlines() if line.strip("│ ").startswith("svq"))
+    assert "-0.0338" in svq and "[" not in svq and "better" not in svq and "n/a" in svq

@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from svqbench.stats import (BOOTSTRAP_METHOD, bootstrap_interval, compare_runs, paired_by_seed, seed_warning,
-                            t_interval, t_quantile, verdict)
+from svqbench.stats import (BOOTSTRAP_METHOD, MIN_BLOCKS, block_length, bootstrap_interval, compare_runs,
+                            paired_by_seed, seed_warning, t_interval, t_quantile, verdict)
 
 
 def runs(seeds, values, metric="test_mae"):
@@ -153,9 +153,61 @@ def test_block_bootstrap_widens_for_overlapping_windows():
     frame = rng.normal(0.0, 1.0, 2000 + 19)
     d = np.convolve(frame, np.ones(20) / 20, mode="valid")
     true_half = 1.96 * 1.0 / np.sqrt(len(d))  # the mean of d is (nearly) the mean of 2000 frames
-    plain = bootstrap_interval(d, np.zeros_like(d))
-    blocks = bootstrap_interval(d, np.zeros_like(d), block=40)  # twice the window length
-    assert (plain.high - plain.low) / 2 < 0.4 * true_half  # the plain bootstrap is far too narrow here
-    assert (blocks.high - blocks.low) / 2 == pytest.approx(true_half, rel=0.35)
-    assert blocks == bootstrap_interval(d, np.zeros_like(d), block=40)
-    assert bootstrap_interval(d, np.zeros_like(d), block=1) == plain
+    iid_half = 1.96 * d.std(ddof=1) / np.sqrt(len(d))  # what resampling single windows would give
+    assert iid_half < 0.4 * true_half
+    blocks = bootstrap_interval(d, np.zeros_like(d), block=block_length(20))
+    assert (blocks.high - blocks.low) / 2 == pytest.approx(true_half, rel=0.25)
+    assert blocks == bootstrap_interval(d, np.zeros_like(d), block=block_length(20))
+    # block 1 is only a floor: the automatic block length still sees the overlap
+    automatic = bootstrap_interval(d, np.zeros_like(d), block=1)
+    assert (automatic.high - automatic.low) / 2 == pytest.approx(true_half, rel=0.35)
+
+
+def _ar1_window_errors(rng, n_windows: int, length: int, phi: float) -> np.ndarray:
+    """Per-window error differences of `n_windows` stride-1 windows `length` frames long, each the mean
+    of its frames' errors, which follow an AR(1) with coefficient `phi` and unit innovations."""
+    from scipy.signal import lfilter
+    frames = lfilter([1.0], [1.0, -phi], rng.normal(size=n_windows + length - 1 + 200))[200:]  # 200: burn-in
+    return np.convolve(frames, np.ones(length) / length, mode="valid")
+
+
+def _true_sd_of_mean(n_windows: int, length: int, phi: float) -> float:
+    """The exact standard deviation of the mean of those window errors: frame t enters the mean with
+    weight (windows containing t) / (n_windows * length); AR(1) covariance phi^|lag| / (1 - phi^2)."""
+    weights = np.convolve(np.ones(n_windows), np.ones(length)) / (n_windows * length)
+    lag = np.abs(np.subtract.outer(np.arange(len(weights)), np.arange(len(weights))))
+    return float(np.sqrt(weights @ (phi ** lag / (1 - phi ** 2)) @ weights))
+
+
+@pytest.mark.parametrize("length, phi, n", [
+    (1, 0.5, 400),     # AR(1) errors alone, correlated over a few windows
+    (15, 0.5, 450),    # overlapping 15-frame windows over AR(1) frame errors, the fewest windows that
+])                     # give an interval: MIN_BLOCKS blocks of block_length(15)
+def test_interval_coverage_is_near_nominal_for_autocorrelated_errors(length, phi, n):
+    truth = _true_sd_of_mean(n, length, phi)
+    rng = np.random.default_rng(2024)
+    intervals = []
+    for sim in range(300):
+        d = _ar1_window_errors(rng, n, length, phi)  # true mean difference 0
+        intervals.append(bootstrap_interval(d, np.zeros(n), block=block_length(length), resamples=400, seed=sim))
+    made = [iv for iv in intervals if iv is not None]  # a long automatic block can leave too few blocks
+    assert len(made) >= 0.95 * len(intervals)
+    coverage = np.mean([iv.low < 0.0 < iv.high for iv in made])
+    # a few hundred simulations estimate a 95% interval's coverage to about +-2.5% (two standard errors)
+    assert 0.90 <= coverage <= 0.98
+    assert np.mean([(iv.high - iv.low) / 2 for iv in made]) / (1.96 * truth) == pytest.approx(1.0, abs=0.15)
+
+
+def test_one_seed_on_the_embedded_test_split_gives_no_interval_and_no_verdict():
+    # the embedded data: 26 stride-1 test windows of 10 + 5 years; one seed of svq and one of none
+    rng = np.random.default_rng(0)
+    base = 0.53 + 0.05 * _ar1_window_errors(rng, 26, 15, 0.5)
+    svq = base - 0.0338 + 0.002 * rng.normal(size=26)  # consistently lower: the old bootstrap said "better"
+    c = compare_runs(runs([42], [0.4962]), runs([42], [0.5300]), method_windows=svq, baseline_windows=base,
+                     block=block_length(15))
+    assert c.method == "cannot tell from one seed on 26 windows: run 3 seeds"
+    assert c.verdict == "n/a" and math.isnan(c.ci_low) and math.isnan(c.ci_high)
+    assert c.n_pairs == 1 and c.mean_diff == pytest.approx(0.4962 - 0.5300, abs=1e-12)
+    assert bootstrap_interval(svq, base, block=block_length(15)) is None
+    # windows that are independent (block 1) are enough from MIN_BLOCKS on
+    assert bootstrap_interval(np.arange(9.0), np.zeros(9)) is None
