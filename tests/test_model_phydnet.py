@@ -1,0 +1,144 @@
+"""PhyDNet (svqbench/models/phydnet.py): Table 12 sizes, the reference's state-dict names, the moment
+(K2M) constraint, teacher forcing in training only, its own losses, the quantizer slot."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from svqbench.config import RunConfig
+from svqbench.errors import UserError
+from svqbench.models import ForecastShape
+from svqbench.models import phydnet
+
+# dataset -> (paper shape, parameters the reference model builds, Table 12's value, its decimals).
+# Human3.6M: Table 12 prints 4.2M, but the reference model's sizes are constants (patch 4, 3
+# channels: 3,092,886 parameters, as for KittiCaltech, whose 3.1M the table prints); pinned as built.
+PAPER = {
+    "human36m": (ForecastShape(4, 4, 3, 256, 256), 3_092_886, None, 1),
+    "kth": (ForecastShape(10, 20, 1, 128, 128), 3_091_732, 3.1, 1),
+    "kitticaltech": (ForecastShape(10, 1, 3, 128, 160), 3_092_886, 3.1, 1),
+    "weatherbench-s-t2m": (ForecastShape(12, 12, 1, 32, 64), 3_091_732, 3.09, 2),
+    "taxibj": (ForecastShape(4, 4, 2, 32, 32), 3_092_309, 3.09, 2),
+}
+SHAPE = ForecastShape(3, 2, 1, 9, 14)  # not a multiple of the patch: exercises the padding
+
+
+def config(dataset="default", scale="quick", **overrides) -> RunConfig:
+    return RunConfig(**{**phydnet.PRESETS[dataset][scale], "quantizer": "none", **overrides})
+
+
+def small(**overrides):
+    torch.manual_seed(0)
+    return phydnet.build(config(**overrides), SHAPE)
+
+
+@pytest.mark.parametrize("dataset", sorted(PAPER))
+def test_paper_parameter_count(dataset):
+    shape, built, printed, decimals = PAPER[dataset]
+    with torch.device("meta"):
+        model = phydnet.build(config(dataset, "paper"), shape)
+    n = sum(p.numel() for p in model.parameters())
+    assert n == built
+    if printed is not None:
+        assert round(n / 1e6, decimals) == printed
+    else:
+        assert round(n / 1e6, decimals) == 3.1  # Table 12: 4.2
+
+
+def test_state_dict_names_follow_the_reference():
+    names = list(small().state_dict())
+    dc = lambda p: [f"{p}.main.0.weight", f"{p}.main.0.bias", f"{p}.main.1.weight", f"{p}.main.1.bias"]  # noqa: E731
+    phy = ["cell_list.0.F.conv1.weight", "cell_list.0.F.conv1.bias", "cell_list.0.F.bn1.weight",
+           "cell_list.0.F.bn1.bias", "cell_list.0.F.conv2.weight", "cell_list.0.F.conv2.bias",
+           "cell_list.0.convgate.weight", "cell_list.0.convgate.bias"]
+    lstm = [f"cell_list.{i}.conv.{w}" for i in range(3) for w in ("weight", "bias")]
+    enc = (dc("encoder_E.c1") + dc("encoder_E.c2") + dc("encoder_E.c3") + dc("encoder_Ep.c1") + dc("encoder_Ep.c2")
+           + dc("encoder_Er.c1") + dc("encoder_Er.c2") + dc("decoder_Dp.upc1") + dc("decoder_Dp.upc2")
+           + dc("decoder_Dr.upc1") + dc("decoder_Dr.upc2") + dc("decoder_D.upc1") + dc("decoder_D.upc2")
+           + ["decoder_D.upc3.weight", "decoder_D.upc3.bias"])
+    expected = ([f"phycell.{k}" for k in phy] + [f"convcell.{k}" for k in lstm] + [f"encoder.{k}" for k in enc]
+                + [f"encoder.phycell.{k}" for k in phy] + [f"encoder.convcell.{k}" for k in lstm]
+                + ["k2m._M0", "k2m._invM0", "k2m._M1", "k2m._invM1"])
+    assert names == expected
+
+
+def test_k2m_moments_of_a_kernel():
+    k2m = phydnet.K2M((7, 7))
+    # a unit impulse at the centre has moment 1 of order (0, 0) and no other
+    impulse = torch.zeros(7, 7, dtype=torch.float64)
+    impulse[3, 3] = 1
+    expected = torch.zeros(7, 7, dtype=torch.float64)
+    expected[0, 0] = 1
+    assert torch.allclose(k2m(impulse), expected, atol=1e-12)
+    # a random kernel: moment (i, j) = sum_ab k[a, b] (a - 3)^i (b - 3)^j / (i! j!)
+    k = torch.randn(7, 7, dtype=torch.float64)
+    a = torch.arange(7, dtype=torch.float64) - 3
+    for i, j in ((1, 0), (0, 2), (3, 4)):
+        m = (k * (a[:, None] ** i) * (a[None, :] ** j)).sum() / (math.factorial(i) * math.factorial(j))
+        assert torch.allclose(k2m(k)[i, j], m, rtol=1e-10)
+    assert torch.allclose(k2m._M0 @ k2m._invM0, torch.eye(7, dtype=torch.float64), atol=1e-9)
+
+
+def test_moment_loss_is_zero_at_the_finite_difference_filters():
+    model = small()
+    k2m = model.k2m
+    unit = torch.eye(49, dtype=torch.float64).reshape(49, 7, 7)
+    filters = (k2m._invM0 @ unit @ k2m._invM1.T).float()   # the kernels whose moments are the unit ones
+    with torch.no_grad():
+        model.phycell.cell_list[0].F.conv1.weight.copy_(filters[:, None].expand(-1, 64, -1, -1))
+    assert float(model.moment_loss().detach()) == pytest.approx(0.0, abs=1e-8)
+    with torch.no_grad():
+        model.phycell.cell_list[0].F.conv1.weight.add_(0.1)
+    assert float(model.moment_loss().detach()) > 1e-3
+
+
+def test_eval_forecast_ignores_the_target():
+    model = small().eval()
+    x = torch.randn(2, 3, 1, 9, 14)
+    with torch.no_grad():
+        a, aux = model(x, target=torch.randn(2, 2, 1, 9, 14))
+        b, _ = model(x)
+    assert a.shape == (2, 2, 1, 9, 14)
+    assert torch.equal(a, b)
+    assert float(aux) == 0.0
+
+
+def test_teacher_forcing_in_training():
+    model = small(sampling_start_value=1.0, sampling_changing_rate=0.0)
+    x = torch.randn(2, 3, 1, 9, 14)
+    a, _ = model(x, target=torch.randn(2, 2, 1, 9, 14), step=0, generator=torch.Generator().manual_seed(1))
+    b, _ = model(x, target=torch.randn(2, 2, 1, 9, 14), step=0, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(a[:, 0], b[:, 0])
+    assert not torch.allclose(a[:, 1], b[:, 1], atol=1e-6)
+    off = small(sampling_start_value=0.0)
+    c, _ = off(x, target=torch.randn(2, 2, 1, 9, 14), step=0, generator=torch.Generator().manual_seed(1))
+    d, _ = off(x, target=torch.randn(2, 2, 1, 9, 14), step=0, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(c, d)
+
+
+def test_own_losses_in_training():
+    model = small()
+    x = torch.randn(2, 3, 1, 9, 14)
+    _, aux = model(x, target=torch.randn(2, 2, 1, 9, 14), step=0, generator=torch.Generator().manual_seed(0))
+    # aux = (input-phase reconstruction + moment loss) / out_len, the reconstruction > 0
+    moment = float(model.moment_loss().detach())
+    assert moment > 0
+    assert float(aux.detach()) > moment / SHAPE.out_len
+    aux.backward()
+    assert model.phycell.cell_list[0].F.conv1.weight.grad.abs().sum() > 0
+
+
+def test_svq_changes_the_model():
+    plain = small()
+    quantized = small(quantizer="svq", codebook_size=16)
+    assert any(name.startswith("quantizer.") for name in quantized.state_dict())
+    x = torch.randn(2, 3, 1, 9, 14)
+    with torch.no_grad():
+        assert not torch.allclose(plain.eval()(x)[0], quantized.eval()(x)[0])
+
+
+def test_bad_patch_size_is_one_line():
+    with pytest.raises(UserError, match="phydnet takes patch-size 2 or 4"):
+        small(patch_size=3)
