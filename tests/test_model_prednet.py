@@ -1,0 +1,104 @@
+"""PredNet (svqbench/models/prednet.py): Table 12 sizes, the reference's state-dict names, the
+layer-weighted error loss as its only trained loss, extrapolation at evaluation, the quantizer slot."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from svqbench.config import RunConfig
+from svqbench.errors import UserError
+from svqbench.models import ForecastShape
+from svqbench.models import prednet
+
+# dataset -> (paper shape, parameters the reference config builds, Table 12's 12.5M); the table has
+# no PredNet on WeatherBench-S
+PAPER = {
+    "human36m": (ForecastShape(4, 4, 3, 256, 256), 12_515_244),
+    "kth": (ForecastShape(10, 20, 1, 128, 128), 12_510_842),
+    "kitticaltech": (ForecastShape(10, 1, 3, 128, 160), 12_515_244),
+    "taxibj": (ForecastShape(4, 4, 2, 32, 32), 12_512_926),
+}
+SHAPE = ForecastShape(3, 2, 1, 9, 14)  # not a multiple of 4: exercises the padding
+
+
+def config(dataset="default", scale="quick", **overrides) -> RunConfig:
+    return RunConfig(**{**prednet.PRESETS[dataset][scale], "quantizer": "none", **overrides})
+
+
+def small(**overrides):
+    torch.manual_seed(0)
+    return prednet.build(config(**overrides), SHAPE)
+
+
+@pytest.mark.parametrize("dataset", sorted(PAPER))
+def test_paper_parameter_count(dataset):
+    shape, built = PAPER[dataset]
+    with torch.device("meta"):
+        model = prednet.build(config(dataset, "paper"), shape)
+    n = sum(p.numel() for p in model.parameters())
+    assert n == built
+    assert round(n / 1e6, 1) == 12.5
+
+
+def test_state_dict_names_follow_the_reference():
+    # three layers: four LSTM gate convs per layer, A convs between layers (ReLUs at odd indices),
+    # Ahat convs per layer
+    names = list(small().state_dict())
+    expected = [f"{g}.{l}.{w}" for g in ("i", "f", "c", "o") for l in range(3) for w in ("weight", "bias")]
+    expected += [f"A.{j}.{w}" for j in (0, 2) for w in ("weight", "bias")]
+    expected += [f"Ahat.{j}.{w}" for j in (0, 2, 4) for w in ("weight", "bias")]
+    assert names == expected
+
+
+def test_hard_sigmoid_is_keras_slope():
+    x = torch.tensor([-3.0, -2.5, 0.0, 1.0, 2.5, 3.0])
+    assert torch.allclose(prednet.hard_sigmoid(x), torch.tensor([0.0, 0.0, 0.5, 0.7, 1.0, 1.0]))
+
+
+def test_eval_forecast_ignores_the_target_and_is_clipped():
+    model = small().eval()
+    x = torch.randn(2, 3, 1, 9, 14)
+    with torch.no_grad():
+        a, aux = model(x, target=torch.randn(2, 2, 1, 9, 14))
+        b, _ = model(x)
+    assert a.shape == (2, 2, 1, 9, 14)
+    assert torch.equal(a, b)
+    assert float(aux) == 0.0
+    assert float(a.min()) >= 0.0 and float(a.max()) <= prednet.PIXEL_MAX
+
+
+def test_training_sees_true_frames_and_trains_on_the_error_loss_only():
+    model = small()
+    x = torch.randn(2, 3, 1, 9, 14)
+    y1, y2 = torch.randn(2, 2, 1, 9, 14), torch.randn(2, 2, 1, 9, 14)
+    a, aux = model(x, target=y1, step=0)
+    b, _ = model(x, target=y2, step=0)
+    # the first target's prediction is made before it is seen; the second after the true first
+    assert torch.equal(a[:, 0], b[:, 0])
+    assert not torch.equal(a[:, 1], b[:, 1])
+    assert not a.requires_grad            # the loop's forecast loss adds no gradient
+    assert float(aux.detach()) > 0
+    aux.backward()
+    assert model.i[0].weight.grad.abs().sum() > 0
+
+
+def test_layer_weights_change_the_loss():
+    x, y = torch.randn(2, 3, 1, 9, 14), torch.randn(2, 2, 1, 9, 14)
+    _, bottom = small(prednet_weight_mode="L_0")(x, target=y, step=0)
+    _, every = small(prednet_weight_mode="L_all")(x, target=y, step=0)
+    assert float(every.detach()) > float(bottom.detach()) > 0
+
+
+def test_svq_changes_the_model():
+    plain = small()
+    quantized = small(quantizer="svq", codebook_size=16)
+    assert any(name.startswith("quantizer.") for name in quantized.state_dict())
+    x = torch.randn(2, 3, 1, 9, 14)
+    with torch.no_grad():
+        assert not torch.allclose(plain.eval()(x)[0], quantized.eval()(x)[0])
+
+
+@pytest.mark.parametrize("bad", ["", "32,x", "32,0"])
+def test_bad_stack_sizes_are_one_line(bad):
+    with pytest.raises(UserError, match="prednet-stack-sizes must be comma-separated positive integers"):
+        small(prednet_stack_sizes=bad)
