@@ -270,13 +270,13 @@ def build(cfg, shape) -> PhyDNet:
 def _paper(patch_size: int, steps_per_epoch: int, **training) -> dict:
     """configs/<dataset>/PhyDNet.py: patch_size and training settings; OpenSTL trains with MSE. Teacher
     forcing 1 - 0.003 per epoch, spread over the epoch's optimiser steps."""
-    return dict(patch_size=patch_size, sampling_start_value=1.0, sampling_changing_rate=0.003 / steps_per_epoch,
-                sampling_stop_iter=10**9, batch_size=16, loss="l2", **training)
+    return {**dict(patch_size=patch_size, sampling_start_value=1.0, sampling_changing_rate=0.003 / steps_per_epoch,
+                   sampling_stop_iter=10**9, batch_size=16, loss="l2", quantizer="none", warmup_epochs=0), **training}
 
 
 # quick: the model is already small (3.1M); teacher forcing fades out over the first 200 steps
 _QUICK = dict(patch_size=4, sampling_start_value=1.0, sampling_changing_rate=5e-3, sampling_stop_iter=200,
-              loss="l2", lr=1e-3)
+              loss="l2", quantizer="none", lr=1e-3)
 # steps per epoch at batch 16: WeatherBench-S 3284 (every 1-hour window, docs/reference.md), TaxiBJ
 # 20461 windows -> 1279. For the video datasets and the default the count is ASSUMED (not read from
 # the reference): 5200 (KTH), 2600 (KittiCaltech), 4600 (Human3.6M), 1000; it only sets how slowly
