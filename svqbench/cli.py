@@ -334,12 +334,17 @@ def print_table(table) -> None:
     (console if console.is_terminal or width <= console.width else Console(width=width)).print(table)
 
 
+def _warn(message: str) -> None:
+    """A `warning: ...` line on stderr (compare's skipped rows and unreadable run files)."""
+    err_console.print(f"warning: {message}", markup=False, highlight=False, soft_wrap=True)
+
+
 def print_scorecards(board) -> None:
     """`compare --scorecard`: one table per dataset and metric, rows lead times, columns runs."""
     from rich.table import Table
 
     from svqbench.results import scorecard as scorecards
-    cards = scorecards(board)
+    cards = scorecards(board, warn=_warn)
     if not cards:
         err_console.print("warning: no weather run with per-lead metrics (metrics.json) for a scorecard",
                           markup=False, highlight=False)
@@ -371,7 +376,7 @@ def compare(directory: Path = typer.Argument(Path("results"), help="results fold
     from rich.table import Table
 
     from svqbench.results import compare_table, load_leaderboards, load_paper
-    board = load_leaderboards(directory)
+    board = load_leaderboards(directory, warn=_warn)
     published = load_paper(paper)
     table_df = compare_table(board, published)
     usage_headers = {"train_aux_loss": "aux loss", "perplexity": "perplexity", "perplexity_theta2": "perpl. θ=2",

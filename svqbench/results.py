@@ -9,11 +9,13 @@ results/leaderboard.csv        one row per finished run (appended under a lock, 
 from __future__ import annotations
 
 import contextlib
+import csv
 import fcntl
 import json
 import math
+import warnings
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import pandas as pd
 
@@ -63,10 +65,36 @@ def unit_label(units) -> str:
     return found.pop() if len(found) == 1 and found != {"1"} else ""
 
 
-def read_leaderboard(path: Path) -> pd.DataFrame:
-    """A leaderboard CSV with text columns kept as written (pandas would read `007` as 7 and `NA`
-    as missing) and every other column numeric where it can be."""
-    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+def _read_cells(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
+    """A CSV's header and its records as written: (line number in the file, cells); blank lines skipped."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f)
+            header = next(reader, [])
+            records = [(reader.line_num, cells) for cells in reader if cells]
+    except (csv.Error, UnicodeDecodeError) as e:
+        raise UserError(f"{path} is not a readable leaderboard CSV ({e})") from None
+    except OSError as e:
+        raise UserError(f"cannot read {path} ({e.strerror or e})") from None
+    if len(set(header)) != len(header) or "" in header:
+        raise UserError(f"{path} is not a readable leaderboard CSV (its header has empty or repeated column names)")
+    return header, records
+
+
+def _text_frame(path: Path, header: list[str], records: list[tuple[int, list[str]]]) -> pd.DataFrame:
+    """Records as a frame of strings (short records padded with empty cells); a record with more cells
+    than the header has no place in it and is refused."""
+    long = [line for line, cells in records if len(cells) > len(header)]
+    if long:
+        raise UserError(f"{path}: line(s) {', '.join(map(str, long))} hold more cells than the header's "
+                        f"{len(header)} columns; fix or remove them")
+    return pd.DataFrame([cells + [""] * (len(header) - len(cells)) for _, cells in records], columns=header,
+                        dtype=object)
+
+
+def _typed(table: pd.DataFrame) -> pd.DataFrame:
+    """Text columns kept as written (pandas would read `007` as 7 and `NA` as missing), every other
+    column numeric where all its cells are numbers, empty cells missing."""
     for column in table.columns:
         if column not in TEXT_COLUMNS:
             values = table[column].replace("", None)
@@ -75,6 +103,11 @@ def read_leaderboard(path: Path) -> pd.DataFrame:
             except (ValueError, TypeError):
                 table[column] = values
     return table
+
+
+def read_leaderboard(path: Path) -> pd.DataFrame:
+    """Every row of a leaderboard CSV (see _typed for the column types)."""
+    return _typed(_text_frame(path, *_read_cells(path)))
 
 
 def in_leaderboard(results_dir: Path, run_id: str) -> bool:
@@ -86,30 +119,95 @@ def in_leaderboard(results_dir: Path, run_id: str) -> bool:
 
 
 def append_row(results_dir: Path, row: dict[str, Any]) -> Path:
-    """Append one row: the whole new file is written beside the old one and renamed over it, so a
-    crash leaves either the old or the new leaderboard, never a half row."""
+    """Add one run's row; a row with the same run id (a run whose folder was deleted by hand and whose
+    name was used again) is replaced, never repeated. The other rows are kept exactly as written. The
+    whole new file is written beside the old one and renamed over it, so a crash leaves either the old
+    or the new leaderboard, never a half row."""
     path = Path(results_dir) / LEADERBOARD
     with locked(path):
-        old = read_leaderboard(path) if path.exists() else pd.DataFrame()
+        old = _text_frame(path, *_read_cells(path)) if path.exists() else pd.DataFrame()
+        if "run_id" in old.columns:
+            old = old[old["run_id"] != str(row["run_id"])]
         new = pd.concat([old, pd.DataFrame([row])], ignore_index=True) if len(old) else pd.DataFrame([row])
         write_frame(path, new)
     return path
 
 
-def load_leaderboards(directory: Path) -> pd.DataFrame:
+# What compare needs of every row; a row without it (hand-edited, half-written) is skipped.
+REQUIRED_TEXT = ("run_id", "dataset", "scale", "backbone", "quantizer")
+REQUIRED_NUMBERS = ("test_mse", "test_mae")
+
+
+def _row_problem(row: dict[str, str], cells: int, columns: int) -> str | None:
+    """Why a leaderboard record does not fit the schema, or None."""
+    def number(text: str) -> float | None:
+        try:
+            value = float(text)
+        except ValueError:
+            return None
+        return value if math.isfinite(value) else None
+
+    if cells != columns:
+        return f"{cells} of {columns} cells"
+    for column in REQUIRED_TEXT:
+        if not row[column].strip():
+            return f"no {column}"
+    seed = number(row["seed"])
+    if seed is None or not seed.is_integer():
+        return f"seed {row['seed']!r} is not a whole number"
+    optional = [f"{r}_{m}" for r in REFERENCE_ROWS for m in METRICS if f"{r}_{m}" in row]
+    for column in REQUIRED_NUMBERS + tuple(optional):
+        if (column in REQUIRED_NUMBERS or row[column] != "") and number(row[column]) is None:
+            return f"{column} {row[column]!r} is not a number"
+    return None
+
+
+def _valid_rows(path: Path, warn: Callable[[str], None]) -> pd.DataFrame:
+    """The rows of one leaderboard that fit the schema; one warning naming the lines of those that do
+    not, and one for a run id recorded twice (only its last row counts: its folder holds that run)."""
+    header, records = _read_cells(path)
+    missing = [c for c in REQUIRED_TEXT + ("seed",) + REQUIRED_NUMBERS if c not in header]
+    if missing:
+        raise UserError(f"{path} lacks column(s) {', '.join(missing)}; was it written by svqbench?")
+    good, bad = [], []
+    for line, cells in records:
+        row = dict(zip(header, cells + [""] * (len(header) - len(cells))))
+        problem = _row_problem(row, len(cells), len(header))
+        (bad if problem else good).append((line, problem or row))
+    if bad:
+        shown = "; ".join(f"line {line}: {why}" for line, why in bad[:5]) + ("; ..." if len(bad) > 5 else "")
+        warn(f"{path}: skipped line(s) {', '.join(str(line) for line, _ in bad)} that do not fit the leaderboard "
+             f"schema ({shown})")
+    last = {row["run_id"]: line for line, row in good}
+    repeated = [(line, row["run_id"]) for line, row in good if last[row["run_id"]] != line]
+    if repeated:
+        warn(f"{path}: run id(s) recorded again further down, only the last row counts: "
+             + ", ".join(f"{run_id} (line {line}, again on line {last[run_id]})" for line, run_id in repeated))
+    rows = [row for line, row in good if last[row["run_id"]] == line]
+    return _typed(pd.DataFrame(rows, columns=header, dtype=object))
+
+
+def load_leaderboards(directory: Path, *, warn: Callable[[str], None] | None = None) -> pd.DataFrame:
+    """Every leaderboard under `directory` (or the one CSV it names), each run's config attached
+    (attach_run_configs). Rows that do not fit the schema are skipped, each file's lines named in one
+    `warn` call (default: warnings.warn)."""
+    warn = warn or _warn
     directory = Path(directory)
     if not directory.exists():
         raise UserError(f"{directory} does not exist; run `svqbench run` first or pass the results folder")
     files = [directory] if directory.is_file() else sorted(directory.rglob(LEADERBOARD))
-    frames = []
-    for f in files:
-        try:
-            frames.append(attach_run_configs(read_leaderboard(f), f.parent))
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-            raise UserError(f"{f} is not a readable leaderboard CSV ({e})") from None
-    if not frames:
+    if not files:
         raise UserError(f"no {LEADERBOARD} under {directory}; run `svqbench run` first")
-    return pd.concat(frames, ignore_index=True)
+    frames = [attach_run_configs(_valid_rows(f, warn), f.parent) for f in files]
+    board = pd.concat(frames, ignore_index=True)
+    if board.empty:
+        raise UserError(f"no run to compare in {', '.join(map(str, files))} (a header and no valid row); "
+                        f"run `svqbench run` first")
+    return board
+
+
+def _warn(message: str) -> None:
+    warnings.warn(message, stacklevel=3)
 
 
 METRICS = ("mse", "mae")
@@ -321,11 +419,14 @@ def published_values(run: pd.Series, paper: pd.DataFrame) -> dict[str, Any]:
     row's stated settings, and PAPER_DEFAULTS for the ones it leaves blank (quantizer settings are
     ignored for `none`). When several match, the one stating the most non-default settings wins,
     then the lowest table number. Returns `paper` (where from) and `{m}_paper` for the compare
-    metrics; rows without a quantizer (other architectures) or for one variable never match."""
+    metrics; rows without a quantizer (other architectures) or for one variable never match, and
+    neither do runs of a model other than SimVP (the published cells with a quantizer are SimVP's)."""
     from svqbench.config import field_names
-    if str(run.get("scale")) != "paper":
+    model = run.get("model")
+    if str(run.get("scale")) != "paper" or model not in (None, "", "simvp") and model == model:
         return {}
-    match_cols = [c for c in paper.columns if c in field_names()]
+    # the tables' `model` column is the row's printed name, not the config's model field
+    match_cols = [c for c in paper.columns if c in field_names() and c != "model"]
     candidates = paper[(paper["quantizer"] != "") & (paper.get("variable", "") == "")]
     best: dict[str, tuple] = {}
     for _, row in candidates.iterrows():
@@ -364,24 +465,35 @@ SCORECARD_METRICS = (("rmse_latweighted", "rmse_per_pixel"), ("acc_latweighted",
                      ("bias_latweighted", "bias_per_pixel"))
 
 
-def scorecard(board: pd.DataFrame, metrics: tuple = SCORECARD_METRICS) -> list[dict[str, Any]]:
+def scorecard(board: pd.DataFrame, metrics: tuple = SCORECARD_METRICS, *,
+              warn: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
     """Per-lead-time scorecards of the weather runs of a leaderboard, from each run's metrics.json
     (`<metric>_by_lead`; with several channels `<metric>_by_lead_by_channel`, one row per variable
     and lead). One card per prepared dataset (name and content digest) and metric: a DataFrame with
     one row per lead time (index `lead`, 1-based; `variable`, `lead` with several channels), one
     column per run (its run id) and one per reference forecast of the same test split (the first
-    run's). Runs without a readable metrics.json or of another kind are left out. Returns dicts
+    run's). Runs without metrics.json or of another kind are left out; a metrics.json that cannot be
+    read gets one `warn` call naming it (default: warnings.warn) and is left out. Returns dicts
     with dataset, data_digest, metric, step (the data's time step, when recorded), units (of the
     metric, from the leaderboard; None for ACC or when unknown), references and table."""
+    warn = warn or _warn
     if "run_id" not in board.columns or "run_dir" not in board.columns:
         return []
     groups: dict[tuple, list] = {}
     for _, row in board.iterrows():
-        run_dir = Path(str(row["run_dir"]))
+        path = Path(str(row["run_dir"])) / "metrics.json"
+        run_dir = path.parent
+        if not path.exists():
+            continue
         try:
-            saved = json.loads((run_dir / "metrics.json").read_text())
+            saved = json.loads(path.read_text())
             test = saved["test"]
-        except (OSError, ValueError, KeyError, TypeError):
+        except OSError as e:
+            warn(f"{path} cannot be read ({e.strerror or e}); run {row['run_id']} is left out of the scorecard")
+            continue
+        except (ValueError, KeyError, TypeError) as e:
+            why = "is not valid JSON" if isinstance(e, ValueError) else "holds no test metrics"
+            warn(f"{path} {why}; run {row['run_id']} is left out of the scorecard")
             continue
         if not isinstance(test, dict) or (test.get("metric_set") or {}).get("kind", "weather") != "weather":
             continue

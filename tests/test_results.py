@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from svqbench.results import compare_table, read_leaderboard, unit_label
+from svqbench.results import compare_table, load_leaderboards, read_leaderboard, unit_label
 
 CELL = dict(dataset="embedded", scale="quick", backbone="gsta", loss="l1", noise=0.0, persistence_mse=0.7,
             persistence_mae=0.6677, climatology_mse=30.0, climatology_mae=4.51, units="K")
@@ -131,3 +131,64 @@ def test_one_seed_on_the_embedded_26_windows_prints_no_interval_and_no_verdict(t
     assert "cannot tell from one seed on 26 windows: run 3 seeds" in out
     svq = next(line for line in out.splitlines() if line.strip("│ ").startswith("svq"))
     assert "-0.0338" in svq and "[" not in svq and "better" not in svq and "n/a" in svq
+
+
+# ------------------------------------------------------------------ hand-edited and empty leaderboards
+
+def test_a_leaderboard_with_only_its_header_is_one_clear_line(tmp_path, monkeypatch, capsys):
+    from helpers import cli
+    board([dict(quantizer="none", seed=1, test_mae=0.6)]).iloc[:0].to_csv(tmp_path / "leaderboard.csv", index=False)
+    for extra in ([], ["--scorecard"]):
+        code, out, err = cli(["compare", str(tmp_path), *extra], monkeypatch, capsys)
+        assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+        assert "no run to compare" in err and "leaderboard.csv" in err
+
+
+def test_rows_that_do_not_fit_the_schema_are_skipped_with_their_line_numbers(tmp_path, monkeypatch, capsys):
+    from helpers import cli
+    issue_board().to_csv(tmp_path / "leaderboard.csv", index=False)  # header + 9 rows: lines 2-10
+    good = (tmp_path / "leaderboard.csv").read_text()
+    svq_row = good.splitlines()[1]  # svq, seed 42
+    text = svq_row.replace(",42,", ",45,").replace("0.5272", '"abc"', 1)
+    assert '"abc"' in text and ",45," in text
+    with open(tmp_path / "leaderboard.csv", "a") as f:
+        f.write(text + "\n")                       # line 11: test_mae "abc" (was: a 4th svq seed)
+        f.write(svq_row[: len(svq_row) // 2] + "\n")  # line 12: half-written (was: a run)
+        f.write("x,y\n")                           # line 13: (was: a method "y///")
+    warnings = []
+    loaded = load_leaderboards(tmp_path, warn=warnings.append)
+    assert len(loaded) == 9 and set(loaded["dataset"]) == {"embedded"}
+    assert len(warnings) == 1 and "skipped line(s) 11, 12, 13 " in warnings[0]
+    assert "line 11: test_mae 'abc' is not a number" in warnings[0]
+    table = compare_table(loaded).set_index("method")
+    assert set(table.index) == {"none", "svq", "mlp", "persistence", "climatology"}  # no method "y///"
+    assert table.loc["svq", "seeds"] == 3 and table.loc["svq", "ci_method"] == "paired t over 3 seeds"
+    monkeypatch.setenv("COLUMNS", "250")
+    code, out, err = cli(["compare", str(tmp_path)], monkeypatch, capsys)
+    assert code == 0, err
+    assert [line for line in err.splitlines() if "skipped" in line] == [f"warning: {warnings[0]}"]
+    assert "paired t over 3 seeds" in out
+
+
+def test_a_run_id_used_again_replaces_its_row(tmp_path):
+    # a run finished, its folder was deleted by hand, and a new run took the same name
+    from svqbench.results import append_row
+    append_row(tmp_path, dict(run_id="007", dataset="embedded", quantizer="NA", seed=1, test_mae=0.61))
+    append_row(tmp_path, dict(run_id="b", dataset="embedded", quantizer="svq", seed=1, test_mae=0.62))
+    before = (tmp_path / "leaderboard.csv").read_text()
+    append_row(tmp_path, dict(run_id="b", dataset="embedded", quantizer="svq", seed=2, test_mae=0.55))
+    board_now = read_leaderboard(tmp_path / "leaderboard.csv")
+    assert list(board_now["run_id"]) == ["007", "b"] and board_now.loc[1, "seed"] == 2
+    assert board_now.loc[1, "test_mae"] == pytest.approx(0.55, abs=1e-12)
+    # the other rows are kept exactly as written (no numeric round trip)
+    assert (tmp_path / "leaderboard.csv").read_text().splitlines()[1] == before.splitlines()[1]
+
+
+def test_a_run_id_recorded_twice_by_an_older_version_counts_once(tmp_path):
+    rows = issue_board()
+    again = rows.iloc[[0]].assign(test_mae=0.5, test_mse=0.25)  # r0 again, the newer run
+    pd.concat([rows, again]).to_csv(tmp_path / "leaderboard.csv", index=False)
+    warnings = []
+    loaded = load_leaderboards(tmp_path, warn=warnings.append)
+    assert len(loaded) == 9 and loaded.set_index("run_id").loc["r0", "test_mae"] == 0.5
+    assert len(warnings) == 1 and "r0 (line 2, again on line 11)" in warnings[0]

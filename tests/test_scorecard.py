@@ -105,3 +105,30 @@ def test_compare_cli_prints_the_scorecard(tmp_path, monkeypatch, capsys):
     except SystemExit as e:
         assert e.code in (0, None)
     assert "by lead time" not in capsys.readouterr().out
+
+
+def test_an_unreadable_metrics_json_is_named_and_the_other_runs_stay(tmp_path, monkeypatch, capsys):
+    from helpers import cli
+    write_run(tmp_path, "good", by_lead(1.0, 2))
+    write_run(tmp_path, "cut", by_lead(2.0, 2))
+    write_run(tmp_path, "empty", by_lead(3.0, 2))
+    text = (tmp_path / "cut" / "metrics.json").read_text()
+    (tmp_path / "cut" / "metrics.json").write_text(text[: len(text) // 2])  # truncated mid-write
+    (tmp_path / "empty" / "metrics.json").write_text("{}")
+    leaderboard(tmp_path, [dict(run_id=r, dataset="wb", quantizer="svq", seed=i)
+                           for i, r in enumerate(("good", "cut", "empty"))])
+    warnings = []
+    cards = scorecard(load_leaderboards(tmp_path), warn=warnings.append)
+    assert list(cards[0]["table"].columns) == ["good", *REFERENCE_ROWS]
+    assert warnings == [f"{tmp_path / 'cut' / 'metrics.json'} is not valid JSON; run cut is left out of the scorecard",
+                        f"{tmp_path / 'empty' / 'metrics.json'} holds no test metrics; "
+                        "run empty is left out of the scorecard"]
+    monkeypatch.setenv("COLUMNS", "250")
+    code, out, err = cli(["compare", str(tmp_path), "--scorecard"], monkeypatch, capsys)
+    assert code == 0 and "by lead time" in out
+    assert [line for line in err.splitlines() if "metrics.json" in line] == [f"warning: {w}" for w in warnings]
+    # the case: the only weather run's metrics.json is cut short
+    (tmp_path / "good" / "metrics.json").write_text(text[:10])
+    code, out, err = cli(["compare", str(tmp_path), "--scorecard"], monkeypatch, capsys)
+    assert code == 0 and f"{tmp_path / 'good' / 'metrics.json'} is not valid JSON" in err
+    assert "no weather run with per-lead metrics" in err
