@@ -169,11 +169,11 @@ _PAPER = dict(rnn_hidden=64, rnn_layers=4, filter_size=5, stride=1, patch_size=1
               mau_sr_size=2, mau_cell_mode="normal", mau_model_mode="normal", sampling_start_value=1.0,
               sampling_changing_rate=2e-5, sampling_stop_iter=50000, batch_size=16, loss="l2", quantizer="none",
               warmup_epochs=0)
-# quick: 2 narrow cells, 3x3 kernels, tau 3 (the embedded grid at 1/2: 19 x 25); teacher forcing
-# fades out over the first 200 steps instead of 50k, since a quick run has only a few hundred
+# quick: 2 narrow cells, 3x3 kernels, tau 3 (the embedded grid at 1/2: 19 x 25), 12 epochs (about
+# 110 steps on the embedded data); teacher forcing fades out over the first 100 steps instead of 50k
 _QUICK = dict(rnn_hidden=16, rnn_layers=2, filter_size=3, stride=1, patch_size=1, layer_norm=False, mau_tau=3,
               mau_sr_size=2, mau_cell_mode="normal", mau_model_mode="normal", sampling_start_value=1.0,
-              sampling_changing_rate=5e-3, sampling_stop_iter=200, loss="l2", quantizer="none")
+              sampling_changing_rate=0.01, sampling_stop_iter=100, loss="l2", quantizer="none", epochs=12)
 
 
 def _preset(quick_lr: float | None = None, **paper) -> dict[str, dict]:
