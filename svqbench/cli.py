@@ -393,7 +393,8 @@ def compare(directory: Path = typer.Argument(Path("results"), help="results fold
         mse_unit, mae_unit = (f" ({unit}²)", f" ({unit})") if unit else ("", "")
         paired = "mae_verdict" in group.columns and group["mae_verdict"].notna().any()
         how = sorted(set(group["ci_method"].dropna())) if "ci_method" in group.columns else []
-        table = Table("method", "seeds", f"MSE{mse_unit}", f"MAE{mae_unit}",
+        models = "model" in group.columns and group["model"].dropna().ne("simvp").any()  # recurrent rows present
+        table = Table("method", *(["model"] if models else []), "seeds", f"MSE{mse_unit}", f"MAE{mae_unit}",
                       *([f"MAE − none{mae_unit} [95% CI]", "verdict"] if paired else []),
                       "MSE improv. %", "MAE improv. %", *(usage_headers[c] for c in usage),
                       title=f"{keys[0]}{' data ' + keys[3][7:19] if len(keys) > 3 and keys[3] else ''} "
@@ -418,7 +419,9 @@ def compare(directory: Path = typer.Argument(Path("results"), help="results fold
             runs = str(r["runs"]) if seeds is None or seeds != seeds or int(seeds) == r["runs"] else \
                 f"{int(seeds)} ({r['runs']} runs)"
             verdict = r.get("mae_verdict")
-            table.add_row(r["method"], runs, fmt("mse"), fmt("mae"),
+            model = r.get("model") if models else None
+            table.add_row(r["method"], *([model if isinstance(model, str) else ""] if models else []), runs,
+                          fmt("mse"), fmt("mae"),
                           *([diff("mae"), verdict if isinstance(verdict, str) else ""] if paired else []),
                           pct("mse"), pct("mae"),
                           *("" if r[c] != r[c] else r[c] if isinstance(r[c], str) else f"{r[c]:.4g}" for c in usage))
@@ -604,7 +607,8 @@ def sweep(
 @app.command()
 def profile(
     dataset: Optional[str] = typer.Option(None, help="dataset preset, e.g. weatherbench-s-t2m (default: embedded)"),
-    backbone: Optional[str] = typer.Option(None, help="translator (default: the preset's)"),
+    model: Optional[str] = typer.Option(None, help="simvp | convlstm | ... (docs/models.md; default: simvp)"),
+    backbone: Optional[str] = typer.Option(None, help="SimVP's translator (default: the preset's)"),
     quantizer: Optional[str] = typer.Option(None, help="none | svq | ... (default: svq)"),
     scale: Optional[str] = typer.Option(None, help="paper | quick (default: quick)"),
     codebook_size: Optional[int] = typer.Option(None, help="codebook size K (default: the preset's)"),
@@ -621,14 +625,15 @@ def profile(
     from rich.table import Table
 
     from svqbench.config import resolve
+    from svqbench.models import describe_model
     from svqbench.profile import append_rows, dataset_shape, profile_rows
-    cfg = resolve(cli=dict(dataset=dataset, backbone=backbone, quantizer=quantizer, scale=scale,
+    cfg = resolve(cli=dict(dataset=dataset, model=model, backbone=backbone, quantizer=quantizer, scale=scale,
                            codebook_size=codebook_size, svq_impl=svq_impl, batch_size=batch_size), data_dir=data_dir)
     rows = profile_rows(cfg, dataset_shape(cfg.dataset, data_dir), device=device, steps=steps)
-    shown = ("params_trainable", "params_frozen", "codebook_buffers", "passes", "macs_per_pass_g", "macs_g",
+    shown = ("params_m", "params_trainable", "params_frozen", "codebook_buffers", "passes", "macs_per_pass_g", "macs_g",
              "flops_g", "forward_ms", "train_step_ms", "train_samples_per_s", "weights_mb", "peak_step_memory_mb")
     table = Table("", *(f"{r['quantizer']} {r['svq_impl']}".strip() for r in rows),
-                  title=f"{cfg.dataset} ({cfg.scale}), {cfg.backbone}, {rows[0]['shape']}, batch "
+                  title=f"{cfg.dataset} ({cfg.scale}), {describe_model(cfg)}, {rows[0]['shape']}, batch "
                         f"{rows[0]['batch_size']} on {device} (MACs/FLOPs per sample)")
     for key in shown:
         table.add_row(key, *(str(r[key]) for r in rows))

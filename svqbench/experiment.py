@@ -35,7 +35,8 @@ from svqbench.train import NonFiniteError, Reporter, TrainOptions, fast_paths, t
 
 def default_run_id(cfg: RunConfig) -> str:
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
-    return f"{cfg.dataset}-{cfg.scale}-{cfg.backbone}-{cfg.quantizer}-s{cfg.seed}-{stamp}"
+    model = cfg.backbone if cfg.model == "simvp" else cfg.model  # SimVP runs are named by their translator
+    return f"{cfg.dataset}-{cfg.scale}-{model}-{cfg.quantizer}-s{cfg.seed}-{stamp}"
 
 
 def run_experiment(cfg: RunConfig, *, results_dir: Path, data_dir: Path | None = None, run_id: str | None = None,
@@ -128,7 +129,7 @@ def _run(cfg: RunConfig, *, results_dir: Path, data_dir, run_id, device: str, re
     units = ",".join(dict.fromkeys(ds.meta.get("units") or [])) or None
     metrics = dict(metrics, run_dir=str(run_dir), units=units)
     row = {"run_id": run_id, "dataset": cfg.dataset, "data_digest": ds.meta.get("digest"), "units": units,
-           "scale": cfg.scale, "backbone": cfg.backbone,
+           "scale": cfg.scale, "model": cfg.model, "backbone": cfg.backbone,
            "quantizer": cfg.quantizer, "seed": cfg.seed, "loss": cfg.loss, "norm": cfg.norm, "noise": cfg.noise,
            "epochs_run": result.epochs_run, "best_epoch": result.best_epoch, "params": n_params,
            "test_mse": test["mse_per_pixel"], "test_mae": test["mae_per_pixel"],

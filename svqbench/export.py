@@ -34,7 +34,7 @@ NORM_RULES = {
 
 README = """# {run_id}: an exported svqbench run
 
-SimVP ({backbone} translator) with the `{quantizer}` quantizer, trained on `{dataset}` by svqbench {version}.
+{model} with the `{quantizer}` quantizer, trained on `{dataset}` by svqbench {version}.
 Input: {in_len} frames of {channels} channel(s) on a {height} x {width} grid, in physical units ({units});
 output: the next {out_len} frames, same units.
 
@@ -99,7 +99,8 @@ def export_run(run: str | Path, dest: str | Path, *, results_dir: str | Path | N
             "dtype": "float32", "computed_on": stats.get("computed_on", "train"), "units": units,
             "rule": NORM_RULES[cfg.norm]}
     s = loaded.shape
-    readme = README.format(run_id=loaded.run_id, backbone=cfg.backbone, quantizer=cfg.quantizer, dataset=cfg.dataset,
+    from svqbench.models import describe_model
+    readme = README.format(run_id=loaded.run_id, model=describe_model(cfg), quantizer=cfg.quantizer, dataset=cfg.dataset,
                            version=__version__, in_len=s.in_len, out_len=s.out_len, channels=s.channels,
                            height=s.height, width=s.width, units=", ".join(units) or "as trained", norm=cfg.norm,
                            folder=dest.name, rule=NORM_RULES[cfg.norm])

@@ -372,6 +372,7 @@ def predict_run(run: str | Path, *, split: str | None = None, fmt: str | None = 
     """Write a run's forecasts of a split (default test) or of new input; returns (path, summary)."""
     from svqbench.data.batches import split_batches
     from svqbench.evaluate import EVAL_SPLITS, dataset_kind
+    from svqbench.models import describe_model
     from svqbench.runs import load_run
 
     if input is not None and split is not None:
@@ -408,7 +409,7 @@ def predict_run(run: str | Path, *, split: str | None = None, fmt: str | None = 
             init = times[starts + ds.in_len - 1] if times is not None else starts + ds.in_len - 1
         attrs = {"Conventions": "CF-1.8",
                  "title": f"svqbench forecast of {cfg.dataset}, {'the ' + split + ' split' if split else 'new input'}",
-                 "source": f"svqbench {__version__}: SimVP ({cfg.backbone}) with quantizer {cfg.quantizer}, run "
+                 "source": f"svqbench {__version__}: {describe_model(cfg)} with quantizer {cfg.quantizer}, run "
                            f"{loaded.run_id}, best-by-validation weights, norm {cfg.norm}",
                  "svqbench_run": loaded.run_id, "svqbench_dataset": cfg.dataset,
                  "svqbench_split": split or "", "svqbench_input": str(input or ""),

@@ -5,7 +5,9 @@ run on a copy of the model on the `meta` device, so counting is shape-only, inst
 the same on every device (a model that cannot run on `meta` is counted on the CPU, batch 1). They
 are per sample for one full forecast (all roll-out passes); the published figures (OpenSTL, fvcore)
 are per pass, so `macs_per_pass_g` is the column to compare with them. fvcore also counts norm
-layers: torch's counter reads 0.3-0.8% lower.
+layers: torch's counter reads 0.3-0.8% lower. A recurrent model's forecast is one pass: its
+in_len + out_len - 1 steps over the whole sequence, predictions fed back (eval mode), which is what
+Table 12 counts for them (docs/models.md).
 """
 from __future__ import annotations
 
@@ -68,10 +70,12 @@ def count_macs(cfg: RunConfig, shape: ForecastShape) -> float:
         return count_on("cpu")
 
 
-def training_step(model, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> None:
-    """One optimiser step: L1 forecast loss + the quantizer's aux loss + the translator's regulariser."""
+def training_step(model, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+                  generator: torch.Generator | None = None) -> None:
+    """One optimiser step as the loop takes it (target and step given: a recurrent model teacher-forces):
+    L1 forecast loss + the model's aux loss + the translator's regulariser."""
     import torch.nn.functional as F
-    pred, aux = model(x)
+    pred, aux = model(x, target=y, step=0, generator=generator)
     loss = F.l1_loss(pred, y) + aux + model.regularizer(pred, y)
     opt.zero_grad(set_to_none=True)
     loss.backward()
@@ -128,9 +132,10 @@ def measure(cfg: RunConfig, shape: ForecastShape, *, device: str = "cpu", batch_
     x = torch.randn(batch, shape.in_len, shape.channels, shape.height, shape.width, device=dev)
     y = torch.randn(batch, shape.out_len, shape.channels, shape.height, shape.width, device=dev)
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-6)
+    generator = torch.Generator().manual_seed(cfg.seed)
 
     def train_step():
-        training_step(model, opt, x, y)
+        training_step(model, opt, x, y, generator)
 
     @torch.no_grad()
     def forward():
@@ -145,11 +150,14 @@ def measure(cfg: RunConfig, shape: ForecastShape, *, device: str = "cpu", batch_
     forward_s = _median_seconds(forward, steps, dev)
     weights = sum(t.numel() * t.element_size() for t in itertools.chain(model.parameters(), model.buffers()))
     return {
-        "dataset": cfg.dataset, "scale": cfg.scale, "backbone": cfg.backbone, "quantizer": cfg.quantizer,
+        "dataset": cfg.dataset, "scale": cfg.scale, "model": cfg.model,
+        "backbone": cfg.backbone if cfg.model == "simvp" else "", "quantizer": cfg.quantizer,
         "svq_impl": cfg.svq_impl if cfg.quantizer == "svq" else "",
         "codebook_size": cfg.codebook_size if cfg.quantizer != "none" else "",
         "shape": f"{shape.in_len}->{shape.out_len} x {shape.channels}x{shape.height}x{shape.width}",
-        "hid_s/hid_t/n_t/n_s": f"{cfg.hid_s}/{cfg.hid_t}/{cfg.n_t}/{cfg.n_s}",
+        "hid_s/hid_t/n_t/n_s": f"{cfg.hid_s}/{cfg.hid_t}/{cfg.n_t}/{cfg.n_s}" if cfg.model == "simvp" else "",
+        "rnn_hidden/layers/filter/patch": "" if cfg.model == "simvp" else
+        f"{cfg.rnn_hidden}/{cfg.rnn_layers}/{cfg.filter_size}/{cfg.patch_size}",
         **sizes,
         "params_m": round((sizes["params_trainable"] + sizes["params_frozen"]) / 1e6, 4),
         "passes": model.passes,

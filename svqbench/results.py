@@ -54,7 +54,7 @@ def locked(path: Path) -> Iterator[None]:
 
 
 # Columns that are names, never numbers: a run called `007` or `NA` keeps its name exactly.
-TEXT_COLUMNS = ("run_id", "dataset", "scale", "backbone", "quantizer", "loss", "norm", "precision", "finished",
+TEXT_COLUMNS = ("run_id", "dataset", "scale", "model", "backbone", "quantizer", "loss", "norm", "precision", "finished",
                 "data_digest", "units")
 
 
@@ -241,6 +241,8 @@ def compare_table(board: pd.DataFrame, paper: pd.DataFrame | None = None) -> pd.
             reference = method in REFERENCE_ROWS
             base = same_cell_baseline(g, methods) if not reference else None
             row = dict(zip(keys_of, keys), method=method, runs=len(g))
+            if not reference:
+                row["model"] = model_of(g).iloc[0]
             if "units" in group.columns and group["units"].notna().any():
                 row["units"] = str(group["units"].dropna().iloc[0])
             if not reference:
@@ -346,14 +348,33 @@ def varying_settings(runs: pd.DataFrame) -> list[str]:
     import dataclasses
 
     from svqbench.config import RunConfig
-    identity = set(GROUP) | {"quantizer", "seed"}
+    identity = set(GROUP) | {"model", "quantizer", "seed"}
     keys = [f.name for f in dataclasses.fields(RunConfig) if f.name not in identity and f.name in runs.columns]
     return [k for k in keys if _settings(runs, k).replace("", pd.NA).nunique() > 1]
 
 
+def model_of(runs: pd.DataFrame) -> pd.Series:
+    """Each run's forecasting model; runs recorded before the model family (no `model`) are SimVP."""
+    if "model" not in runs.columns:
+        return pd.Series("simvp", index=runs.index)
+    return runs["model"].map(lambda m: "simvp" if m is None or m != m or m == "" else str(m))
+
+
 def split_methods(group: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """Runs of one (dataset, scale, backbone) group by method: the quantizer plus every setting that
-    varies inside the group (e.g. `svq noise=0.2`), so a sweep's cells are never averaged together."""
+    """Runs of one (dataset, scale, backbone) group by method: the model (named unless SimVP), the
+    quantizer and every setting that varies among that model's runs (e.g. `svq noise=0.2`), so a
+    sweep's cells are never averaged together."""
+    models = model_of(group)
+    if (models != "simvp").any():
+        methods = {}
+        for model in sorted(set(models), key=lambda m: (m != "simvp", m)):
+            for label, runs in _split_one_model(group[models == model]).items():
+                methods[label if model == "simvp" else f"{model} {label}"] = runs
+        return methods
+    return _split_one_model(group)
+
+
+def _split_one_model(group: pd.DataFrame) -> dict[str, pd.DataFrame]:
     keys = varying_settings(group)
     parts = [group["quantizer"].astype(str)] + [
         (k + "=" + _settings(group, k)).where(_settings(group, k) != "", "") for k in keys]
@@ -367,6 +388,8 @@ def same_cell_baseline(runs: pd.DataFrame, methods: dict[str, pd.DataFrame]) -> 
     """The `none` runs whose settings (quantizer settings aside) equal those of `runs`."""
     if str(runs["quantizer"].iloc[0]) == "none":
         return None
+    model = model_of(runs).iloc[0]
+    methods = {m: g for m, g in methods.items() if m in REFERENCE_ROWS or model_of(g).iloc[0] == model}
     everything = pd.concat([g for m, g in methods.items() if m not in REFERENCE_ROWS])
     keys = [k for k in varying_settings(everything) if k not in QUANTIZER_SETTINGS]
     mine = {k: _fmt(runs[k].iloc[0]) for k in keys}
@@ -539,4 +562,3 @@ def _by_lead(scores: dict, metric: str, by_channel: bool) -> list:
         rows = scores.get(f"{metric}_by_lead_by_channel")
         return [] if rows is None else [v for per_channel in zip(*rows) for v in per_channel]
     return list(scores.get(f"{metric}_by_lead") or [])
-

@@ -50,6 +50,19 @@ register_model("mim", "svqbench.models.mim")
 register_model("e3dlstm", "svqbench.models.e3dlstm")
 
 
+# the names the paper's tables use
+TITLES = {"simvp": "SimVP", "convlstm": "ConvLSTM", "prednet": "PredNet", "predrnn": "PredRNN", "predrnnpp": "PredRNN++",
+          "mim": "MIM", "e3dlstm": "E3D-LSTM", "phydnet": "PhyDNet", "mau": "MAU", "predrnnv2": "PredRNN.V2",
+          "dmvfn": "DMVFN"}
+
+
+def describe_model(cfg) -> str:
+    """"SimVP (gsta translator)" or the recurrent model's title, for file headers and READMEs."""
+    if cfg.model == "simvp":
+        return f"SimVP ({cfg.backbone} translator)"
+    return TITLES.get(cfg.model, cfg.model)
+
+
 def model_names() -> list[str]:
     return list(MODELS)
 

@@ -1,0 +1,123 @@
+"""The forecasting-model interface every registered model follows, and the model family's place in
+the rest of svqbench (export, compare, profile, recipes)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import svqbench
+from helpers import cli
+from svqbench.config import resolve
+from svqbench.data import dataset_spec
+from svqbench.models import ForecastShape, build_model, model_names, model_preset
+
+RECURRENT = [m for m in model_names() if m != "simvp"]
+
+
+def test_registry_lists_simvp_first_and_convlstm():
+    assert model_names()[0] == "simvp" and "convlstm" in model_names()
+
+
+@pytest.mark.parametrize("model", RECURRENT)
+def test_every_model_has_presets_for_both_scales(model):
+    for dataset in ("embedded", "kth", "weatherbench-s-t2m"):
+        for scale in ("paper", "quick"):
+            preset = model_preset(model, dataset, scale)
+            assert preset, (model, dataset, scale)
+            resolve(cli=dict(model=model, dataset=dataset, scale=scale))  # every value valid
+
+
+@pytest.mark.parametrize("model", RECURRENT)
+def test_every_model_forecasts_from_inputs_alone_at_evaluation(model):
+    """The interface: (pred, aux) with pred (B, out_len, C, H, W) on the embedded 37 x 49 grid (not a
+    multiple of any patch), the same forecast whatever target is passed without a step."""
+    torch.manual_seed(0)
+    cfg = resolve(cli=dict(model=model, dataset="embedded"))
+    shape = dataset_spec("embedded").shape
+    net = build_model(cfg, shape).eval()
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, shape.in_len, shape.channels, shape.height, shape.width, generator=g)
+    y1, y2 = (torch.randn(2, shape.out_len, shape.channels, shape.height, shape.width, generator=g) for _ in range(2))
+    with torch.no_grad():
+        a, aux = net(x)
+        b, _ = net(x, target=y1)
+        c, _ = net(x, target=y2)
+    assert a.shape == (2, shape.out_len, shape.channels, shape.height, shape.width) and aux.shape == ()
+    assert torch.equal(a, b) and torch.equal(a, c)
+    net.train()
+    pred, aux = net(x, target=y1, step=0, generator=torch.Generator().manual_seed(1))
+    assert pred.shape == a.shape and torch.isfinite(aux)
+
+
+def test_simvp_accepts_and_ignores_the_training_arguments():
+    torch.manual_seed(0)
+    cfg = resolve(cli=dict(hid_s=8, hid_t=16, n_t=2, codebook_size=32))
+    net = build_model(cfg, ForecastShape(4, 2, 1, 8, 8)).eval()
+    x, y = torch.randn(2, 4, 1, 8, 8), torch.randn(2, 2, 1, 8, 8)
+    with torch.no_grad():
+        a, _ = net(x)
+        b, _ = net(x, target=y, step=5, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(a, b)
+
+
+RNN = dict(model="convlstm", rnn_hidden=4, rnn_layers=2, filter_size=3, epochs=1, batch_size=16, warmup_epochs=0)
+
+
+def test_a_convlstm_run_exports_and_loads_back(tiny_root, tmp_path):
+    from svqbench.experiment import run_experiment
+    from svqbench.export import export_run
+    metrics = run_experiment(resolve(cli=RNN), results_dir=tmp_path / "results", data_dir=tiny_root, run_id="r")
+    board = pd.read_csv(tmp_path / "results" / "leaderboard.csv")
+    assert board["model"].tolist() == ["convlstm"]
+    dest = export_run("r", tmp_path / "export", results_dir=tmp_path / "results", data_dir=tiny_root)
+    assert json.loads((dest / "config.json").read_text())["config"]["model"] == "convlstm"
+    assert "ConvLSTM with the `none` quantizer" in (dest / "README.md").read_text()
+    run = svqbench.load_run("r", results_dir=tmp_path / "results", data_dir=tiny_root)
+    x = np.stack([run.dataset.window("test", i)[0] for i in range(3)])
+    loaded = svqbench.load_exported(dest)
+    assert type(loaded.model).__name__ == "ConvLSTM"
+    np.testing.assert_array_equal(loaded.forecast(x), run.forecast(x))
+    assert loaded.metrics["test"] == metrics["test"]
+
+
+def _row(run_id, model, quantizer, seed, mae):
+    return dict(run_id=run_id, dataset="embedded", scale="quick", backbone="gsta", model=model, quantizer=quantizer,
+                seed=seed, test_mse=mae ** 2, test_mae=mae)
+
+
+def test_compare_has_a_model_column_and_pairs_within_the_model():
+    from svqbench.results import compare_table
+    board = pd.DataFrame([_row("a", "simvp", "none", 1, 1.0), _row("b", "simvp", "none", 2, 1.1),
+                          _row("c", "convlstm", "none", 1, 2.0), _row("d", "convlstm", "none", 2, 2.2),
+                          _row("e", "convlstm", "svq", 1, 1.0), _row("f", "convlstm", "svq", 2, 1.1)])
+    table = compare_table(board).set_index("method")
+    assert list(table.index) == ["none", "convlstm none", "convlstm svq"]
+    assert table.loc["convlstm svq", "model"] == "convlstm" and table.loc["none", "model"] == "simvp"
+    # the svq row is paired with ConvLSTM's none runs (2.0, 2.2), not SimVP's (1.0, 1.1)
+    assert table.loc["convlstm svq", "mae_improvement_pct"] == pytest.approx(100 * (2.1 - 1.05) / 2.1)
+
+
+def test_old_leaderboards_without_a_model_column_are_simvp():
+    from svqbench.results import compare_table
+    board = pd.DataFrame([_row("a", None, "none", 1, 1.0), _row("b", None, "svq", 1, 0.9)]).drop(columns="model")
+    table = compare_table(board)
+    assert list(table["method"]) == ["none", "svq"] and set(table["model"]) == {"simvp"}
+
+
+def test_profile_counts_convlstm_as_table12_does():
+    """Table 12: ConvLSTM on WeatherBench-S, 136G FLOPS (fvcore MACs over the 23-step sequence)."""
+    from svqbench.profile import count_macs
+    cfg = resolve(cli=dict(model="convlstm", dataset="weatherbench-s-t2m", scale="paper"))
+    macs = count_macs(cfg, dataset_spec("weatherbench-s-t2m").shape)
+    assert round(macs / 1e9) == 136
+
+
+def test_recipes_list_recurrent_cells(monkeypatch, capsys):
+    for scale in ("paper", "quick"):
+        code, out, err = cli(["sweep", "table2", "--scale", scale, "--dry-run"], monkeypatch, capsys)
+        assert code == 0, err
+        assert "convlstm" in out
