@@ -54,9 +54,11 @@ class RichReporter:
         self.task = self.progress.add_task("train", total=total_steps, epoch=0, loss=float("nan"), lr=0.0)
         self.progress.start()
 
-    def step(self, epoch: int, loss: float, lr: float) -> None:
+    def step(self, epoch: int, loss: float, lr: float, global_step: int) -> None:
         if self.progress:
             self.progress.update(self.task, advance=1, epoch=epoch, loss=loss, lr=lr)
+
+    def flush(self) -> None: ...
 
     def epoch(self, row: dict) -> None:
         if self.progress:

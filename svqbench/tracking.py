@@ -1,12 +1,16 @@
 """Experiment tracking: `svqbench run --tracker none | tensorboard | mlflow | wandb`.
 
-`TrackingReporter` wraps the CLI's progress reporter: every hook (start / step / epoch / note /
+`TrackingReporter` wraps the CLI's progress reporter: every hook (start / step / flush / epoch / note /
 stop, and any other) is passed on unchanged, and the tracker logs
-- the loss and learning rate of every reported training step (`train/loss`, `train/lr`),
+- every training step's own loss and the learning rate that step used (`train/loss`, `train/lr`),
+  at x = the optimiser steps done in the run after it (1, 2, ...: the global step a checkpoint
+  restores, so a resumed run goes on at the right step),
 - every epoch's log row (`epoch/train_loss`, `epoch/val_loss`, `epoch/aux_loss`, `epoch/lr`, ...),
 - the resolved config and runtime options as params / hparams (`begin`, called by the experiment),
-- at the end the test metrics, the persistence / climatology / input-mean references, codebook usage
-  and the forecast-sample figure (`log_results`, called by the experiment after the leaderboard row).
+- at the end every number of metrics.json: the test metrics, the persistence / climatology /
+  input-mean references and codebook usage as values, the per-lead curves (`*_by_lead`) at x = lead
+  1, 2, ...; the forecast-sample figure; with MLflow also config.json, metrics.json and log.csv as
+  artifacts (`log_results`, called by the experiment after the leaderboard row).
 
 Only rank 0 logs: the experiment opens the tracker on rank 0 alone. The libraries are optional
 extras (`pip install 'svqbench[tensorboard]'`, `[mlflow]`, `[wandb]`), imported only when chosen.
@@ -15,12 +19,20 @@ its files and its leaderboard row never depend on it.
 
 Where each one writes:
 - tensorboard: RUN_DIR/tensorboard/ (`tensorboard --logdir results/` shows every run);
-- mlflow: $MLFLOW_TRACKING_URI, else the file store `file:RESULTS_DIR/mlruns`; experiment
-  $MLFLOW_EXPERIMENT_NAME, else "svqbench"; run name = the run id;
+- mlflow: $MLFLOW_TRACKING_URI, else the SQLite store `sqlite:///RESULTS_DIR/mlflow.db` with the
+  artifacts in RESULTS_DIR/mlartifacts/ (MLflow 3's recommended local backend; its file store needs
+  an opt-in); experiment $MLFLOW_EXPERIMENT_NAME, else "svqbench"; run name = the run id;
 - wandb: project $WANDB_PROJECT, else "svqbench"; local files under RUN_DIR/wandb/;
   `WANDB_MODE=offline` logs without an account (`wandb sync` uploads later).
 RUN_DIR/tracking.json records which tracker run belongs to the svqbench run, so that
 `svqbench run --resume` continues the same MLflow / W&B run.
+
+A run killed and resumed logs every step once: the loop reads the steps (`flush`) before each
+checkpoint and the tracker makes them durable then, so the store holds every step up to the
+checkpoint a resume starts from. What the killed attempt logged after that checkpoint is replaced in
+TensorBoard (the resumed writer starts with a purge at its first step, which TensorBoard honours) and
+kept in MLflow, whose histories are append-only (the resumed run logs only the steps after the last
+one stored; on a deterministic CPU run the values are the same).
 """
 from __future__ import annotations
 
@@ -28,6 +40,8 @@ import importlib.util
 import json
 import math
 import os
+import re
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -36,13 +50,19 @@ from svqbench.errors import UserError
 
 TRACKERS = ("none", "tensorboard", "mlflow", "wandb")
 TRACKING_FILE = "tracking.json"
+MLFLOW_DB = "mlflow.db"             # the default MLflow store, beside the run folders
+MLFLOW_ARTIFACTS = "mlartifacts"    # its artifacts (MLflow's own name for a local artifact root)
+RUN_FILES = ("config.json", "metrics.json", "log.csv")  # a run's record, logged as MLflow artifacts
 
 
 def check_tracker(name: str) -> None:
     """A known tracker whose library is installed; checked before anything is created."""
     if name not in TRACKERS:
         raise UserError(f"unknown tracker {name!r}; choose one of: {', '.join(TRACKERS)}")
-    if name != "none" and importlib.util.find_spec(name) is None:
+    needed = [] if name == "none" else [name]
+    if name == "mlflow" and not os.environ.get("MLFLOW_TRACKING_URI"):
+        needed += ["sqlalchemy", "alembic"]  # what MLflow's default SQLite store needs beyond mlflow-skinny
+    if any(importlib.util.find_spec(module) is None for module in needed):
         raise UserError(f"--tracker {name} needs pip install 'svqbench[{name}]'")
 
 
@@ -61,8 +81,8 @@ def _number(v: Any) -> bool:
 
 
 def result_values(metrics: dict) -> dict[str, float]:
-    """The numbers of metrics.json, flat: `test/mae_per_pixel`, `persistence/mae_per_pixel`,
-    `codebook/perplexity`, `best_val_loss`, ... (per-lead curves and texts are left out)."""
+    """The single numbers of metrics.json, flat: `test/mae_per_pixel`, `persistence/mae_per_pixel`,
+    `codebook/perplexity`, `best_val_loss`, ... (per-lead curves: `lead_curves`; texts left out)."""
     out: dict[str, float] = {}
     for key, value in metrics.items():
         if key == "runtime":
@@ -72,6 +92,27 @@ def result_values(metrics: dict) -> dict[str, float]:
         elif isinstance(value, dict):
             prefix = "codebook" if key == "codebook_usage" else key
             out.update({f"{prefix}/{k}": float(v) for k, v in value.items() if _number(v)})
+    return out
+
+
+def lead_curves(metrics: dict) -> dict[str, list[float | None]]:
+    """The per-lead curves of metrics.json: `test/rmse_per_pixel_by_lead`, `persistence/...`, and one
+    curve per channel of each `*_by_lead_by_channel` (`.../<channel>`); item i is lead i + 1, None
+    where a metric is undefined (a climatology's ACC)."""
+    channels = ((metrics.get("test") or {}).get("metric_set") or {}).get("channels") or []
+    out: dict[str, list[float | None]] = {}
+    for section, values in metrics.items():
+        if not isinstance(values, dict):
+            continue
+        for key, curve in values.items():
+            if not isinstance(curve, list) or not curve:
+                continue
+            if key.endswith("_by_lead"):
+                out[f"{section}/{key}"] = curve
+            elif key.endswith("_by_lead_by_channel") and isinstance(curve[0], list):
+                for c in range(len(curve[0])):
+                    name = re.sub(r"[^\w.-]", "_", str(channels[c])) if c < len(channels) else str(c)
+                    out[f"{section}/{key}/{name}"] = [row[c] for row in curve]
     return out
 
 
@@ -86,15 +127,26 @@ def _params(config: dict) -> dict[str, Any]:
     return flat
 
 
+def _tags(config: dict, run_dir: Path) -> dict[str, str]:
+    """What a run is, to search and group by: dataset, model, quantizer, seed, and the git commit of
+    the svqbench that ran it (from the run's config.json; `git_dirty` when it had local changes)."""
+    tags = {k: str(config[k]) for k in ("dataset", "model", "backbone", "quantizer", "seed") if k in config}
+    try:
+        git = json.loads((run_dir / "config.json").read_text()).get("git") or {}
+    except (OSError, ValueError, AttributeError):
+        git = {}
+    if git.get("commit"):
+        tags["mlflow.source.git.commit"] = str(git["commit"])  # the tag MLflow's UI shows as the commit
+        tags["git_dirty"] = str(bool(git.get("dirty"))).lower()
+    return tags
+
+
 class TrackingReporter:
     """The CLI's reporter plus a tracker (composition: train.py only sees a reporter)."""
 
     def __init__(self, inner: Any, name: str):
         self.inner, self.name = inner, name
         self.backend: Any = None
-        self.total_steps = 0
-        self.epochs = 1
-        self._epoch, self._in_epoch = None, 0
 
     def __getattr__(self, attr: str) -> Any:  # hooks this class does not know go to the inner reporter
         return getattr(self.inner, attr)
@@ -103,7 +155,6 @@ class TrackingReporter:
 
     def begin(self, run_id: str, run_dir: Path, config: dict, *, resume: bool = False) -> None:
         run_dir = Path(run_dir)
-        self.epochs = max(1, int(config.get("epochs") or 1))
         record = run_dir / TRACKING_FILE
         saved = None
         if resume and record.exists():  # continue the tracker run of the interrupted attempt
@@ -113,17 +164,19 @@ class TrackingReporter:
             except (OSError, ValueError, AttributeError):
                 saved = None
         backend = {"tensorboard": _TensorBoard, "mlflow": _MLflow, "wandb": _WandB}[self.name]
-        self.backend = self._safe(backend, run_id, run_dir, _params(config), saved)
+        self.backend = self._safe(backend, run_id, run_dir, _params(config), _tags(config, run_dir), saved,
+                                  resume=resume)
         if self.backend is not None:
             from svqbench.atomic import write_json
             write_json(record, {"tracker": self.name, "id": self.backend.id, "where": self.backend.where})
 
     def log_results(self, metrics: dict, figure: Path | None = None, *, data_dir: Path | None = None) -> None:
-        """Final metrics, then the forecast-sample figure (drawn to `figure` from the run's best
-        checkpoint, svqbench.plots.forecast_sample), then the tracker run is closed as finished."""
+        """Final metrics and per-lead curves, then the forecast-sample figure (drawn to `figure` from the
+        run's best checkpoint, svqbench.plots.forecast_sample) and the run's files, then the tracker
+        run is closed as finished."""
         if self.backend is None:
             return
-        self._safe(self.backend.results, result_values(metrics))
+        self._safe(self.backend.results, result_values(metrics), lead_curves(metrics))
         if figure is not None and self.backend is not None:
             from svqbench.plots import forecast_sample
             try:
@@ -132,6 +185,9 @@ class TrackingReporter:
                 self.inner.note(f"tracking: no forecast-sample figure ({type(e).__name__}: {e})")
             else:
                 self._safe(self.backend.image, "forecast_sample", Path(path))
+        if self.backend is not None:
+            run_dir = Path(metrics["run_dir"])
+            self._safe(self.backend.files, [run_dir / n for n in RUN_FILES if (run_dir / n).is_file()])
         self.close(ok=True)
 
     def close(self, ok: bool = False) -> None:
@@ -159,17 +215,20 @@ class TrackingReporter:
     # ---- train.py's reporter hooks
 
     def start(self, total_steps: int, *args, **kwargs) -> None:
-        self.total_steps = total_steps
         self.inner.start(total_steps, *args, **kwargs)
 
-    def step(self, epoch: int, loss: float, lr: float, *args, **kwargs) -> None:
-        self.inner.step(epoch, loss, lr, *args, **kwargs)
-        if epoch != self._epoch:
-            self._epoch, self._in_epoch = epoch, 0
-        self._in_epoch += 1
-        if self.backend is not None:  # x axis: optimiser steps since the start of the run
-            step = epoch * (self.total_steps // self.epochs) + self._in_epoch
-            self._safe(self.backend.scalars, {"train/loss": float(loss), "train/lr": float(lr)}, step, "train/step")
+    def step(self, epoch: int, loss: float, lr: float, global_step: int, *args, **kwargs) -> None:
+        self.inner.step(epoch, loss, lr, global_step, *args, **kwargs)
+        if self.backend is not None:  # x axis: optimiser steps done in the run, this one included
+            self._safe(self.backend.scalars, {"train/loss": float(loss), "train/lr": float(lr)}, global_step + 1,
+                       "train/step")
+
+    def flush(self, *args, **kwargs) -> None:
+        """The loop has read its steps and may write a checkpoint next: make the logged steps durable,
+        so that a resume from that checkpoint finds every step up to it in the tracker."""
+        self.inner.flush(*args, **kwargs)
+        if self.backend is not None:
+            self._safe(self.backend.flush)
 
     def epoch(self, row: dict, *args, **kwargs) -> None:
         self.inner.epoch(row, *args, **kwargs)
@@ -177,6 +236,8 @@ class TrackingReporter:
             values = {f"epoch/{k}": float(v) for k, v in row.items()  # `best` as 0 / 1
                       if k != "epoch" and (_number(v) or isinstance(v, bool))}
             self._safe(self.backend.scalars, values, int(row["epoch"]), "epoch")
+            if self.backend is not None:  # the end-of-epoch checkpoint follows
+                self._safe(self.backend.flush)
 
     def note(self, message: str, *args, **kwargs) -> None:
         self.inner.note(message, *args, **kwargs)
@@ -185,72 +246,137 @@ class TrackingReporter:
         self.inner.stop(*args, **kwargs)
 
 
+def _check_writable(folder: Path) -> None:
+    """Fail here, in the caller's thread, where `folder` cannot take a file: TensorBoard's writer
+    opens its file in a thread of its own, which prints a traceback when it cannot."""
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise OSError(f"cannot write to {folder} ({e.strerror or e})") from None
+
+
 # ---------------------------------------------------------------- one class per library
 # Each has `id` (what a resumed run reopens, or None), `where`, scalars(values, step, axis),
-# results(values), image(tag, path) and close(ok).
+# flush(), results(values, curves), image(tag, path), files(paths) and close(ok).
 
 class _TensorBoard:
-    def __init__(self, run_id: str, run_dir: Path, params: dict, saved: str | None):
-        from torch.utils.tensorboard import SummaryWriter
+    def __init__(self, run_id: str, run_dir: Path, params: dict, tags: dict, saved: str | None, *,
+                 resume: bool = False):
         self.id, self.where, self.params = None, str(run_dir / "tensorboard"), params
-        self.writer = SummaryWriter(self.where)
-        self.writer.add_text("config", "    " + json.dumps(params, indent=1).replace("\n", "\n    "))
+        _check_writable(Path(self.where))
+        # a resumed run opens its writer at its first step, purging what the killed attempt logged
+        # from that step on (TensorBoard hides events at or after a session restart's step)
+        self.writer = None if resume else self._open(None)
+
+    def _open(self, purge_step: int | None):
+        from torch.utils.tensorboard import SummaryWriter
+        writer = SummaryWriter(self.where, purge_step=purge_step)
+        if purge_step is None:
+            writer.add_text("config", "    " + json.dumps(self.params, indent=1).replace("\n", "\n    "))
+        return writer
+
+    def _writer(self, step: int | None = None):
+        if self.writer is None:
+            self.writer = self._open(step)
+        return self.writer
 
     def scalars(self, values: dict, step: int, axis: str) -> None:
+        writer = self._writer(step if axis == "train/step" else None)
         for key, value in values.items():
-            self.writer.add_scalar(key, value, step)
+            writer.add_scalar(key, value, step)
 
-    def results(self, values: dict) -> None:
+    def flush(self) -> None:
+        if self.writer is not None:
+            self.writer.flush()
+
+    def results(self, values: dict, curves: dict) -> None:
+        writer = self._writer()
         # hparams: the config beside the final metrics (TensorBoard's HPARAMS tab); the metrics also
         # become scalars at step 0 in the same folder
-        self.writer.add_hparams(self.params, {k: v for k, v in values.items() if math.isfinite(v)}, run_name=".")
+        writer.add_hparams(self.params, {k: v for k, v in values.items() if math.isfinite(v)}, run_name=".")
+        for key, curve in curves.items():
+            for lead, value in enumerate(curve, 1):
+                if value is not None:
+                    writer.add_scalar(key, value, lead)
 
     def image(self, tag: str, path: Path) -> None:
         from matplotlib.image import imread
-        self.writer.add_image(tag, imread(path)[..., :3], dataformats="HWC")
+        self._writer().add_image(tag, imread(path)[..., :3], dataformats="HWC")
+
+    def files(self, paths: list[Path]) -> None:
+        pass  # the run folder beside the event files has them
 
     def close(self, ok: bool) -> None:
-        self.writer.close()
+        if self.writer is not None:
+            self.writer.close()
 
 
 class _MLflow:
-    def __init__(self, run_id: str, run_dir: Path, params: dict, saved: str | None):
+    def __init__(self, run_id: str, run_dir: Path, params: dict, tags: dict, saved: str | None, *,
+                 resume: bool = False):
         from mlflow import MlflowClient
         from mlflow.entities import Param
-        uri = os.environ.get("MLFLOW_TRACKING_URI") or (run_dir.parent / "mlruns").resolve().as_uri()
-        if uri.startswith("file:"):  # MLflow 3 keeps its file store behind this opt-in
-            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+        results = run_dir.parent.resolve()
+        given = os.environ.get("MLFLOW_TRACKING_URI")
+        uri = given or f"sqlite:///{results / MLFLOW_DB}"
         self.client, self.where, self.pending = MlflowClient(uri), uri, []
+        self.stored: dict[str, int | None] | None = None  # on resume: the last step stored per metric
         if saved is not None:
-            self.id = saved
+            self.id, self.stored = saved, {}
             self.client.update_run(saved, status="RUNNING")
             return
         name = os.environ.get("MLFLOW_EXPERIMENT_NAME") or "svqbench"
         experiment = self.client.get_experiment_by_name(name)
-        experiment_id = experiment.experiment_id if experiment else self.client.create_experiment(name)
-        run = self.client.create_run(experiment_id, run_name=run_id, tags={"svqbench.run_dir": str(run_dir.resolve())})
+        if experiment is not None:
+            experiment_id = experiment.experiment_id
+        else:  # artifacts beside the default store; a given store keeps its own artifact root
+            experiment_id = self.client.create_experiment(
+                name, artifact_location=None if given else (results / MLFLOW_ARTIFACTS).as_uri())
+        run = self.client.create_run(experiment_id, run_name=run_id,
+                                     tags={**tags, "svqbench.run_dir": str(run_dir.resolve())})
         self.id = run.info.run_id
         items = [Param(k, str(v)) for k, v in params.items()]
         for i in range(0, len(items), 100):  # MLflow takes at most 100 params per call
             self.client.log_batch(self.id, params=items[i:i + 100])
 
+    def _new(self, key: str, step: int) -> bool:
+        """Not stored yet: on resume, the store may hold steps the killed attempt logged after its last
+        checkpoint (MLflow histories are append-only: they are kept, not logged twice)."""
+        if self.stored is None:
+            return True
+        if key not in self.stored:
+            self.stored[key] = max((m.step for m in self.client.get_metric_history(self.id, key)), default=None)
+        last = self.stored[key]
+        return last is None or step > last
+
     def scalars(self, values: dict, step: int, axis: str) -> None:
         from mlflow.entities import Metric
         now = int(time.time() * 1000)
-        self.pending += [Metric(k, v, now, step) for k, v in values.items()]
-        if axis == "epoch" or len(self.pending) >= 500:  # batched: one request per epoch on a server
+        self.pending += [Metric(k, v, now, step) for k, v in values.items() if self._new(k, step)]
+        if len(self.pending) >= 1000:
             self.flush()
 
     def flush(self) -> None:
         while self.pending:
-            self.client.log_batch(self.id, metrics=self.pending[:1000])
+            self.client.log_batch(self.id, metrics=self.pending[:1000])  # MLflow's limit per call
             self.pending = self.pending[1000:]
 
-    def results(self, values: dict) -> None:
-        self.scalars(values, 0, "epoch")
+    def results(self, values: dict, curves: dict) -> None:
+        self.scalars(values, 0, "results")
+        for key, curve in curves.items():
+            for lead, value in enumerate(curve, 1):
+                if value is not None:
+                    self.scalars({key: float(value)}, lead, "lead")
+        self.flush()
 
     def image(self, tag: str, path: Path) -> None:
         self.client.log_artifact(self.id, str(path))
+
+    def files(self, paths: list[Path]) -> None:
+        for path in paths:
+            self.client.log_artifact(self.id, str(path))
 
     def close(self, ok: bool) -> None:
         try:
@@ -260,7 +386,8 @@ class _MLflow:
 
 
 class _WandB:
-    def __init__(self, run_id: str, run_dir: Path, params: dict, saved: str | None):
+    def __init__(self, run_id: str, run_dir: Path, params: dict, tags: dict, saved: str | None, *,
+                 resume: bool = False):
         import wandb
         self.wandb = wandb
         self.run = wandb.init(project=os.environ.get("WANDB_PROJECT") or "svqbench", name=run_id, dir=str(run_dir),
@@ -274,11 +401,17 @@ class _WandB:
     def scalars(self, values: dict, step: int, axis: str) -> None:
         self.run.log({**values, axis: step})
 
-    def results(self, values: dict) -> None:
-        self.run.summary.update(values)
+    def flush(self) -> None:
+        pass  # run.log hands each row to W&B's own service process at once
+
+    def results(self, values: dict, curves: dict) -> None:
+        self.run.summary.update({**values, **curves})
 
     def image(self, tag: str, path: Path) -> None:
         self.run.log({tag: self.wandb.Image(str(path))})
+
+    def files(self, paths: list[Path]) -> None:
+        pass  # the run folder beside the W&B files has them
 
     def close(self, ok: bool) -> None:
         self.run.finish(exit_code=0 if ok else 1)

@@ -238,11 +238,14 @@ class TrainResult:
 
 class Reporter:
     """Progress hooks; the CLI subclasses this with a rich progress bar. `step` is called once per
-    optimiser step, in bursts when the step losses are read (every `log_every` steps), each time with
-    the mean loss of the steps of that read."""
+    optimiser step, in bursts when the step losses are read (every `log_every` steps, before each
+    checkpoint, at the epoch end), each time with that step's own loss, the learning rate it used and
+    its global step (optimiser steps before it in the run, as a checkpoint restores it); `flush` after
+    each read, before any checkpoint is written (a tracker makes the steps durable there)."""
 
     def start(self, total_steps: int) -> None: ...
-    def step(self, epoch: int, loss: float, lr: float) -> None: ...
+    def step(self, epoch: int, loss: float, lr: float, global_step: int) -> None: ...
+    def flush(self) -> None: ...
     def epoch(self, row: dict) -> None: ...
     def stop(self) -> None: ...
 
@@ -294,6 +297,7 @@ class StepRecord:
     step: int
     global_step: int
     samples: int           # windows this rank adds to the epoch's loss sum (0 for an empty share)
+    lr: float              # the learning rate this step used (a host float: no sync)
 
 
 @dataclass
@@ -464,9 +468,10 @@ def train_step(t: Training, x: torch.Tensor, y: torch.Tensor) -> None:
     grads = [p.grad for p in t.params if p.grad is not None]
     norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=t.device)
     apply_step(t, norm)
+    lr = t.opt.param_groups[0]["lr"]  # the rate this step used, before the schedule moves it
     t.sched.step()
     t.pending.append(StepRecord(torch.stack([loss.detach().float(), aux.detach().float(), norm.detach().float()]),
-                                state.epoch, state.step, state.global_step, (b - a) if share > 0 else 0))
+                                state.epoch, state.step, state.global_step, (b - a) if share > 0 else 0, lr))
     state.step += 1
     state.global_step += 1
 
@@ -490,8 +495,8 @@ def apply_step(t: Training, norm: torch.Tensor) -> None:
 
 def read_steps(t: Training) -> None:
     """Read the steps waiting on the device (one transfer), add them to the epoch's sums in step
-    order, report their mean loss. The first non-finite step (it was skipped) stops the run here;
-    under DDP the ranks agree on it with one all-reduce per read."""
+    order, report each one (its own loss, lr and global step). The first non-finite step (it was
+    skipped) stops the run here; under DDP the ranks agree on it with one all-reduce per read."""
     pending, t.pending = t.pending, []
     if not pending:
         return
@@ -514,9 +519,9 @@ def read_steps(t: Training) -> None:
         if p.samples:
             state.loss_sum += loss * p.samples
             state.samples += p.samples
-    mean, lr = sum(v[0] for v in values) / len(values), t.opt.param_groups[0]["lr"]
-    for p in pending:
-        t.reporter.step(p.epoch, mean, lr)
+    for p, (loss, _, _) in zip(pending, values):
+        t.reporter.step(p.epoch, loss, p.lr, p.global_step)
+    t.reporter.flush()
 
 
 def end_of_epoch(t: Training, seconds: float) -> dict:
