@@ -114,7 +114,9 @@ def analyze_run(run: str | Path, *, results_dir: Path = Path("results"), data_di
     import matplotlib
     matplotlib.use("Agg")
     from svqbench.quantizers.analysis import model_inputs, usage_kind, usage_on_split
+    from svqbench.device import check_device
     from svqbench.runs import open_run
+    check_device(device)
     dev = torch.device(device)
     saved = open_run(run, results_dir=results_dir, data_dir=data_dir)
     run_dir, cfg = saved.dir, saved.config

@@ -23,9 +23,10 @@ class CannotWrite(UserError):
     """An output could not be written (disk full, read-only folder, a file where a folder is expected)."""
 
     def __init__(self, path: Path, error: OSError | str):
-        reason = error if isinstance(error, str) else (error.strerror or type(error).__name__)
+        # an OSError without errno (numpy's short write on a full disk: "N requested and M written") keeps its text
+        reason = error if isinstance(error, str) else (error.strerror or str(error) or type(error).__name__)
         super().__init__(f"cannot write {path}: {reason}")
-        self.path = path
+        self.path, self.reason, self.error = path, reason, error
 
 
 def ensure_dir(path: Path) -> Path:

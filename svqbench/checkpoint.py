@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import torch
 
-from svqbench.atomic import save_torch
+from svqbench.atomic import CannotWrite, save_torch
 from svqbench.errors import UserError
 
 CHECKPOINT, PREVIOUS_CHECKPOINT, BEST = "checkpoint.pt", "checkpoint.prev.pt", "best.pt"
@@ -73,15 +73,37 @@ def _load(path: Path, fmt: str) -> dict:
 
 # ---------------------------------------------------------------- resume state
 
+NEXT_CHECKPOINT = CHECKPOINT + ".next"  # the new checkpoint.pt, complete on disk before the two renames
+
+
+def check_checkpoint_files(run_dir: Path) -> None:
+    """Refuse, before training, a run folder where a checkpoint file is something else (a folder a
+    user or a broken copy put there): resuming would fall back past it, and the first save could not
+    replace it. The run folder is the user's: nothing in it is moved or deleted for them."""
+    for name in (CHECKPOINT, PREVIOUS_CHECKPOINT, NEXT_CHECKPOINT, BEST):
+        path = Path(run_dir) / name
+        if path.exists() and not path.is_file():
+            raise UserError(f"{path} is a folder, not a checkpoint file; svqbench writes its checkpoints there: "
+                            f"move it out of the run folder, then resume")
+
+
 def save_checkpoint(payload: dict, run_dir: Path) -> Path:
-    """Write checkpoint.pt atomically and keep the one before it as checkpoint.prev.pt."""
+    """Write checkpoint.pt atomically and keep the one before it as checkpoint.prev.pt. A failure is
+    one line (CannotWrite) that keeps the last good checkpoint and leaves no temp file behind."""
     import os
     path = Path(run_dir) / CHECKPOINT
-    tmp = path.with_name(path.name + ".next")
+    previous, tmp = path.with_name(PREVIOUS_CHECKPOINT), path.with_name(NEXT_CHECKPOINT)
+    for target in (path, previous):  # a folder in the way: refuse before writing anything
+        if target.exists() and not target.is_file():
+            raise CannotWrite(target, "a folder is in the way of this checkpoint file; move it out of the run folder")
     save_torch(tmp, _sealed(payload, CHECKPOINT_FORMAT))
-    if path.exists():
-        os.replace(path, path.with_name(PREVIOUS_CHECKPOINT))
-    os.replace(tmp, path)
+    try:
+        if path.exists():
+            os.replace(path, previous)
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise CannotWrite(path, e) from None
     return path
 
 

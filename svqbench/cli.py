@@ -201,14 +201,17 @@ def run(**values):
                 values_, runtime_ = recorded_config(recorded)
                 layer = {**(layer or {}), **values_}
                 runtime = {k: runtime_.get(k) if v is None else v for k, v in runtime.items()}
-            cfg = resolve(recipe=layer, cli=cli, data_dir=data_dir)
+            notes: list[str] = []  # said once the run has passed every check (experiment._run)
+            cfg = resolve(recipe=layer, cli=cli, data_dir=data_dir, notes=notes)
             options = TrainOptions(**{k: v for k, v in runtime.items() if v is not None})
             if print_config:
+                for note in notes:
+                    err_console.print(note, markup=False, highlight=False, soft_wrap=True)
                 typer.echo(json.dumps({"config": cfg.to_dict(), "runtime": {k: v for k, v in runtime.items()
                                                                             if v is not None}}, indent=1))
                 return
             metrics = run_experiment(cfg, results_dir=results_dir, data_dir=data_dir, run_id=name, device=device,
-                                     reporter=reporter, options=options)
+                                     reporter=reporter, options=options, notes=notes)
     except KeyboardInterrupt as e:  # Ctrl-C: exit 130; SIGTERM (Slurm, kill): exit 143
         how = " by SIGTERM" if isinstance(e, Terminated) else ""
         err_console.print(f"interrupted{how}: leaderboard unchanged; continue with `svqbench run --resume RUN`",

@@ -213,10 +213,12 @@ def presets_for(dataset: str, data_dir: Any = None) -> dict[str, dict[str, Any]]
 
 
 def resolve(dataset: str | None = None, scale: str | None = None, recipe: dict[str, Any] | None = None,
-            cli: dict[str, Any] | None = None, data_dir: Any = None) -> RunConfig:
+            cli: dict[str, Any] | None = None, data_dir: Any = None, notes: list[str] | None = None) -> RunConfig:
     """Merge defaults < preset < recipe < CLI (None values in `cli` mean "not given").
 
-    A dataset without a preset gets GENERIC_PRESET when it is prepared under `data_dir`."""
+    A dataset without a preset gets GENERIC_PRESET when it is prepared under `data_dir`. What was
+    adjusted rather than refused (a preset's warm-up longer than the run) is said in `notes` when
+    given, else as a UserWarning."""
     recipe = recipe or {}
     cli = {k: v for k, v in (cli or {}).items() if v is not None}
     _check_keys(recipe, "recipe")
@@ -231,15 +233,38 @@ def resolve(dataset: str | None = None, scale: str | None = None, recipe: dict[s
     from svqbench.models import model_preset
     model = cli.get("model", recipe.get("model", RunConfig.model))
     merged: dict[str, Any] = {"dataset": dataset, "scale": scale}
+    origin: dict[str, str] = {}  # field -> the layer its value came from
     for where, layer in (("preset", preset[scale]), ("model preset", model_preset(model, dataset, scale)),
                          ("recipe", recipe), ("command line", cli)):
         for key, value in layer.items():
             merged[key] = _coerce(key, value, where)
+            origin[key] = where
     _method_codebook_size(merged, given="codebook_size" in recipe or "codebook_size" in cli)
     cfg = RunConfig(**merged)
     validate(cfg)
     check_quantizer_fields(cfg, given=set(cli))
-    return cfg
+    return _warmup_within_epochs(cfg, origin, notes)
+
+
+def _warmup_within_epochs(cfg: RunConfig, origin: dict[str, str], notes: list[str] | None) -> RunConfig:
+    """A cosine warm-up of at least `epochs` never lets the learning rate decay. Asked for on the
+    command line it is refused (a value the user typed is never changed); taken from a preset, a
+    recipe or a recorded config (e.g. the quick preset's 2 warm-up epochs under --epochs 2) it is
+    shortened to epochs - 1, with a note. Saved runs keep theirs: this is for new configs only."""
+    if cfg.schedule != "cosine" or cfg.warmup_epochs < cfg.epochs:
+        return cfg
+    if origin.get("warmup_epochs") == "command line":
+        raise UserError(f"--warmup-epochs {cfg.warmup_epochs} is not below epochs {cfg.epochs}: the cosine "
+                        f"schedule would only warm up, never decay; give --warmup-epochs {cfg.epochs - 1} or less")
+    where = origin.get("warmup_epochs", "defaults")
+    note = (f"note: warmup-epochs {cfg.warmup_epochs} (from the {where}) is not below epochs {cfg.epochs}: using "
+            f"{cfg.epochs - 1} so that the cosine schedule decays; give --warmup-epochs to choose another")
+    if notes is None:
+        import warnings
+        warnings.warn(note, UserWarning, stacklevel=3)
+    else:
+        notes.append(note)
+    return dataclasses.replace(cfg, warmup_epochs=cfg.epochs - 1)
 
 
 def check_quantizer_fields(cfg: RunConfig, given: set[str] = frozenset()) -> None:
@@ -277,6 +302,9 @@ def validate(cfg: RunConfig) -> None:
         if getattr(cfg, name) not in allowed:
             raise UserError(f"unknown {name.replace('_', '-')} {getattr(cfg, name)!r}; "
                             f"choose one of: {', '.join(allowed)}")
+    from svqbench.models.simvp import n_s_problem
+    if n_s_problem(cfg.n_s):  # odd or < 2: the reference would silently build fewer blocks
+        raise UserError(n_s_problem(cfg.n_s))
     positive = ("hid_s", "hid_t", "n_s", "epochs", "batch_size", "codebook_size", "svq_hidden")
     for name in positive:
         if getattr(cfg, name) < 1:

@@ -137,6 +137,20 @@ def from_environment(device: str) -> tuple[DistContext, str]:
     return ctx, device
 
 
+def resumed_world_size_note(saved: int, ctx: DistContext, checkpoint: str) -> str | None:
+    """The warning for a resume on another number of processes than wrote `checkpoint`, else None.
+    The global batch stays the same, so training goes on correctly, but the per-rank sums are added
+    in another order: the numbers differ from an uninterrupted run (about 1e-4), and metrics.json
+    records the new world size. Said, not refused: moving a job to other hardware is legitimate."""
+    if saved == ctx.world_size:
+        return None
+    how = (f"torchrun --nproc_per_node {saved} -m svqbench run --resume ..." if saved > 1
+           else "svqbench run --resume ... without torchrun")
+    return (f"warning: {checkpoint} was written by {saved} process(es), this resume runs on {ctx.world_size}: "
+            f"the run goes on with the same global batch, but its results will not be bit-identical to an "
+            f"uninterrupted run; resume with `{how}` for that")
+
+
 def shutdown(ctx: DistContext) -> None:
     if ctx.enabled:
         import torch.distributed as dist

@@ -229,6 +229,8 @@ def evaluate_run(target: str | Path, *, split: str = "test", device: str = "cpu"
     from svqbench.quantizers.analysis import usage_on_split
     from svqbench.runs import RECORD, SavedRun, config_from_dict, load_model, locate_checkpoint, open_run
 
+    from svqbench.device import check_device
+    check_device(device)  # before a missing dataset is prepared
     if split not in EVAL_SPLITS:
         raise UserError(f"unknown split {split!r}; choose one of: {', '.join(EVAL_SPLITS)}")
     run_dir, checkpoint = locate_checkpoint(target, results_dir)

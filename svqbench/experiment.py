@@ -18,9 +18,10 @@ import torch
 
 from svqbench import __version__
 from svqbench.atomic import write_json
-from svqbench.checkpoint import BEST, read_weights
+from svqbench.checkpoint import BEST, check_checkpoint_files, read_weights
 from svqbench.config import RunConfig
 from svqbench.data.prepared import open_prepared
+from svqbench.device import check_device
 from svqbench.distributed import DistContext, from_environment, shutdown
 from svqbench.errors import RunFailed, UserError
 from svqbench.evaluate import PER_WINDOW, check_finite, evaluate_model, evaluate_references
@@ -41,9 +42,10 @@ def default_run_id(cfg: RunConfig) -> str:
 
 def run_experiment(cfg: RunConfig, *, results_dir: Path, data_dir: Path | None = None, run_id: str | None = None,
                    device: str = "cpu", reporter: Reporter | None = None,
-                   options: TrainOptions | None = None) -> dict:
+                   options: TrainOptions | None = None, notes: list[str] | tuple[str, ...] = ()) -> dict:
     """Train, test once, record. Under torchrun (WORLD_SIZE > 1) every rank calls this; the
-    process group is set up from the environment and torn down at the end."""
+    process group is set up from the environment and torn down at the end. `notes` (from
+    config.resolve) are reported once the run has passed its checks and its folder exists."""
     if run_id is not None:
         check_run_id(run_id)
     check_device(device)
@@ -51,13 +53,13 @@ def run_experiment(cfg: RunConfig, *, results_dir: Path, data_dir: Path | None =
     dist, device = from_environment(device)
     try:
         return _run(cfg, results_dir=Path(results_dir), data_dir=data_dir, run_id=run_id, device=device,
-                    reporter=reporter, options=options or TrainOptions(), dist=dist)
+                    reporter=reporter, options=options or TrainOptions(), dist=dist, notes=notes)
     finally:
         shutdown(dist)
 
 
 def _run(cfg: RunConfig, *, results_dir: Path, data_dir, run_id, device: str, reporter, options: TrainOptions,
-         dist: DistContext) -> dict:
+         dist: DistContext, notes=()) -> dict:
     # rank 0 prepares a missing dataset; the others wait for it (on several nodes each node needs it)
     ds = open_prepared(cfg.dataset, data_dir) if dist.is_main else None
     dist.barrier()
@@ -71,6 +73,9 @@ def _run(cfg: RunConfig, *, results_dir: Path, data_dir, run_id, device: str, re
         run_dir = create_run_dir(results_dir, run_id)
     else:
         run_dir = results_dir / run_id
+    if dist.is_main:
+        for note in notes:
+            (reporter or Reporter()).note(note)
     dev = torch.device(device)
     torch.manual_seed(cfg.seed)
     if dev.type == "cpu":
@@ -158,21 +163,6 @@ def write_window_errors(path: Path, windows: dict) -> Path:
                                                  window_start=windows["window_start"]))
 
 
-def check_device(device: str) -> None:
-    """A device torch knows and this machine has, checked before anything is downloaded or created."""
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError, ValueError):
-        raise UserError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise UserError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise UserError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    elif dev.type != "cpu":
-        raise UserError(f"--device {device}: svqbench runs on cpu or cuda")
-
-
 def check_run_id(run_id: str) -> None:
     """A run id names a folder under the results folder: letters, digits, '.', '_', '-' only."""
     if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,199}", run_id):
@@ -192,10 +182,11 @@ def resume_experiment(run: str | Path, *, results_dir: Path, data_dir: Path | No
     if metrics_path.exists():
         try:
             finished = json.loads(metrics_path.read_text()).get("status", "finished") == "finished"
-        except json.JSONDecodeError:
+        except (ValueError, OSError, AttributeError):  # unreadable or not an object: not a finished record
             finished = False
         if finished and in_leaderboard(run_dir.parent, run_dir.name):
             raise UserError(f"run {run_dir.name} already finished (see {metrics_path}); start a new run instead")
+    check_checkpoint_files(run_dir)
     runtime = {k: v for k, v in (saved.get("runtime") or {}).items() if k in ("precision", "compile", "channels_last",
                                                                              "checkpoint_every", "data_on_device",
                                                                              "log_every", "adam")}

@@ -130,7 +130,7 @@ def load_exported(path: str | Path, *, device: str = "cpu") -> LoadedRun:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from svqbench.experiment import check_device
+    from svqbench.device import check_device
     from svqbench.models import ForecastShape, build_model
     path = Path(path)
     if not is_export(path):

@@ -24,6 +24,7 @@ from typing import Any
 
 from svqbench.config import RunConfig
 from svqbench.data.prepared import PreparedDataset
+from svqbench.device import check_device
 from svqbench.errors import UserError
 
 RECORD = "config.json"
@@ -53,8 +54,9 @@ def read_json(path: Path) -> dict:
 
 
 def config_from_dict(values: Any, where: str) -> RunConfig:
-    """The RunConfig a run saved; keys this version does not know are an error, never ignored."""
-    from svqbench.config import validate
+    """The RunConfig a run saved (config.json, a checkpoint, an export); keys this version does not know
+    and values of the wrong type are one-line errors naming `where` and the field, never ignored."""
+    from svqbench.config import _coerce, validate
     if not isinstance(values, dict):
         raise UserError(f"{where} holds no run config")
     known = {f.name for f in fields(RunConfig)}
@@ -62,10 +64,8 @@ def config_from_dict(values: Any, where: str) -> RunConfig:
     if unknown:
         raise UserError(f"{where} has config key(s) this svqbench does not know: {', '.join(unknown)}; "
                         "use the svqbench version that wrote it")
-    try:
-        cfg = RunConfig(**values)
-    except TypeError as e:
-        raise UserError(f"{where} holds a malformed run config ({e})") from None
+    # the same types `run --config` and recipes accept (config._coerce): a hand-edited "eight" is one line
+    cfg = RunConfig(**{k: _coerce(k, v, where) for k, v in values.items()})
     validate(cfg)
     return cfg
 
@@ -123,7 +123,6 @@ class SavedRun:
     def load(self, *, device: str = "cpu", checkpoint: str = "best.pt") -> "LoadedRun":
         """This run as a LoadedRun. The forecast shape and train statistics come from config.json (so the
         dataset need not be prepared here); records without them open the dataset."""
-        from svqbench.experiment import check_device
         from svqbench.models import ForecastShape
         check_device(device)
         meta = self.record.get("dataset_meta") or {}
@@ -147,6 +146,7 @@ def load_model(cfg: RunConfig, ds, checkpoint: Path, *, device: str = "cpu"):
 
     from svqbench.checkpoint import read_weights
     from svqbench.models import build_model
+    check_device(device)
     state = read_weights(checkpoint)
     model = build_model(cfg, ds)
     try:

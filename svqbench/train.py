@@ -46,7 +46,7 @@ from svqbench.checkpoint import CHECKPOINT, load_latest_checkpoint, save_best, s
 from svqbench.config import RunConfig
 from svqbench.data.batches import DATA_ON_DEVICE, Loader, inject_noise, resident
 from svqbench.data.prepared import PreparedDataset
-from svqbench.distributed import SINGLE, DistContext
+from svqbench.distributed import SINGLE, DistContext, resumed_world_size_note
 from svqbench.errors import RunFailed, UserError
 
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -405,6 +405,9 @@ def restore(t: Training, reporter: Reporter) -> None:
         t.state.loss_sum, t.state.samples = 0.0, 0
     if dist.is_main:
         reporter.note(f"resuming {t.run_dir.name} from {t.last_good}: epoch {t.state.epoch} step {t.state.step}")
+        changed = resumed_world_size_note(ckpt.get("world_size", 1), dist, t.last_good)  # the checkpoint records it
+        if changed:
+            reporter.note(changed)
 
 
 def save_resume_state(t: Training) -> None:

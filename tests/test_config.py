@@ -76,3 +76,67 @@ def test_every_config_field_has_a_run_flag_with_its_choices():
                          env={"COLUMNS": "250", "PATH": ""}, timeout=60)
     for flag in ("--min-lr", "--mlp-ratio", "--warmup-epochs", "--warmup-lr", "--weight-decay"):
         assert flag in out.stdout
+
+
+# ---- issue 19 item 5: SimVP's n-s is even and >= 2 -------------------------------------------
+
+def test_odd_or_small_n_s_is_refused_saying_what_it_would_build():
+    from svqbench.models.simvp import SimVP
+    for n_s, builds in ((1, "n-s 1 would build no encoder block; use n-s 2"),
+                        (3, "n-s 3 would build 2 blocks, the same model as n-s 2; use n-s 2 or 4"),
+                        (0, "n-s 0 would build no encoder block")):
+        with pytest.raises(UserError, match=builds):
+            resolve(cli={"n_s": n_s})
+        with pytest.raises(ValueError, match=builds):  # the model refuses it too, when built directly
+            SimVP(in_len=2, out_len=2, channels=1, height=8, width=8, hid_s=4, hid_t=8, n_s=n_s, n_t=2)
+    # the even sizes every preset uses are OpenSTL's: [False, True] * (n_s // 2), the first block at full size
+    for n_s in (2, 4):
+        model = SimVP(in_len=2, out_len=2, channels=1, height=8, width=8, hid_s=4, hid_t=8, n_s=n_s, n_t=2)
+        assert [b.conv.stride[0] for b in model.enc.blocks] == [1, 2] * (n_s // 2)
+        assert len(model.dec.blocks) == n_s
+
+
+# ---- issue 19 item 6: a warm-up as long as the run ------------------------------------------
+
+def test_a_preset_warm_up_longer_than_the_run_is_shortened_with_a_note():
+    from svqbench.train import lr_lambda
+    preset = dataset_spec("embedded").presets["quick"]
+    assert preset["warmup_epochs"] == 2 and preset["schedule"] == "cosine"
+    notes: list[str] = []
+    default = resolve(notes=notes)  # the default run is untouched
+    assert (default.epochs, default.warmup_epochs, notes) == (preset["epochs"], 2, [])
+    cfg = resolve(cli={"epochs": 2}, notes=notes)
+    assert cfg.warmup_epochs == 1 and len(notes) == 1
+    assert notes[0].startswith("note: warmup-epochs 2 (from the preset) is not below epochs 2: using 1")
+    schedule = lr_lambda(cfg, 10)  # 10 steps per epoch: warm up for 10, then decay to min_lr
+    assert schedule(10) == pytest.approx(1.0, abs=1e-12)
+    decay = [schedule(s) for s in range(10, 20)]  # the second epoch's steps: the lr falls at each one
+    assert all(a > b for a, b in zip(decay, decay[1:])) and decay[-1] < 0.03
+    assert schedule(20) == pytest.approx(cfg.min_lr / cfg.lr, rel=1e-9)
+    assert resolve(cli={"epochs": 1}, notes=[]).warmup_epochs == 0
+    recipe_notes: list[str] = []
+    assert resolve(recipe={"epochs": 3, "warmup_epochs": 5}, notes=recipe_notes).warmup_epochs == 2
+    assert "(from the recipe)" in recipe_notes[0]
+    assert resolve(cli={"epochs": 2, "schedule": "onecycle"}, notes=[]).warmup_epochs == 2  # unused there
+    with pytest.warns(UserWarning, match="using 1 so that the cosine schedule decays"):  # no notes list: a warning
+        resolve(cli={"epochs": 2})
+
+
+def test_a_warm_up_the_user_asked_for_is_never_changed_but_refused():
+    for cli in ({"epochs": 2, "warmup_epochs": 2}, {"warmup_epochs": 40}):
+        with pytest.raises(UserError, match=f"--warmup-epochs {cli['warmup_epochs']} is not below epochs "
+                                            f"{cli.get('epochs', 30)}: the cosine schedule would only warm up"):
+            resolve(cli=cli)
+    assert resolve(cli={"epochs": 2, "warmup_epochs": 1}).warmup_epochs == 1
+
+
+def test_run_says_the_shortened_warm_up_in_one_line(tmp_path, monkeypatch, capsys):
+    import json
+
+    from helpers import cli
+    code, out, err = cli(["run", "--epochs", "1", "--print-config"], monkeypatch, capsys)
+    assert code == 0 and json.loads(out)["config"]["warmup_epochs"] == 0
+    assert err.strip().splitlines() == ["note: warmup-epochs 2 (from the preset) is not below epochs 1: using 0 so "
+                                        "that the cosine schedule decays; give --warmup-epochs to choose another"]
+    code, _, err = cli(["run", "--epochs", "1", "--warmup-epochs", "1", "--print-config"], monkeypatch, capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "--warmup-epochs 1 is not below epochs 1" in err

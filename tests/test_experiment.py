@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -129,7 +130,7 @@ main()
 
 def test_a_full_disk_during_a_run_is_one_line_and_leaves_no_temp_files(tiny_root, tmp_path):
     results = tmp_path / "results"
-    out = subprocess.run([sys.executable, "-c", DISK_FULL, "20000", "run", *cli_flags(epochs=1), "--quiet",
+    out = subprocess.run([sys.executable, "-c", DISK_FULL, "20000", "run", *cli_flags(epochs=1, warmup_epochs=0), "--quiet",
                           "--name", "full", "--results-dir", str(results), "--data-dir", str(tiny_root)],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 2, out.stderr
@@ -212,7 +213,9 @@ def test_read_only_results_folder(tiny_root):
     (["--codebook-init", "bogus"], "unknown codebook-init 'bogus'"),
     (["--hid-s", "100000000"], "hid-s 100000000 is beyond any sensible model"),
     (["--hid-t", "60000"], "billion parameters"),
-    (["--n-s", "9"], "n-s 9 halves the 8 x 8 frame 4 times"),
+    (["--n-s", "10"], "n-s 10 halves the 8 x 8 frame 5 times, below one cell; use an even n-s <= 6"),
+    (["--n-s", "1"], "n-s 1 would build no encoder block; use n-s 2"),
+    (["--n-s", "3"], "n-s 3 would build 2 blocks, the same model as n-s 2; use n-s 2 or 4"),
     (["--n-t", "100000"], "n-t 100000 translator blocks"),
     (["--lr", "1e39"], "lr 1e+39 is beyond float32's range"),
 ])
@@ -225,6 +228,15 @@ def test_bad_values_are_refused_before_the_run_folder_exists(flags, message, tin
                         "--data-dir", str(tiny_root)], monkeypatch, capsys)
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert not results.exists()
+
+
+def test_the_n_s_hint_is_a_value_that_runs_and_a_too_small_grid_says_so():
+    from svqbench.models import ForecastShape, check_model_size
+    check_model_size(resolve(cli={**FLAGS, "n_s": 6}), ForecastShape(4, 2, 1, 8, 8))  # the hint above: accepted
+    for h, w in ((1, 1), (1, 40)):  # the old hint said "use n-s <= 1", which then crashed
+        with pytest.raises(UserError, match=f"a {h} x {w} grid is too small for any SimVP encoder") as info:
+            check_model_size(resolve(cli=FLAGS), ForecastShape(4, 2, 1, h, w))
+        assert "n-s <=" not in str(info.value)
 
 
 def test_device_is_checked_before_a_dataset_is_prepared(tmp_path):
@@ -266,3 +278,60 @@ def test_resume_by_path_prints_that_folder_and_early_stop_is_announced(tiny_root
                          monkeypatch, capsys)
     assert code == 0, err
     assert f"-> {elsewhere / 'es'}" in " ".join(out.split())
+
+
+# ---- issue 19 item 9: every command that takes --device checks it as `run` does
+
+def test_evaluate_and_analyze_check_the_device_first(tiny_root, tmp_path, monkeypatch, capsys):
+    from svqbench.models import ForecastShape
+    from svqbench.runs import load_model, open_run
+    results = tmp_path / "results"
+    run(dict(epochs=1), results, tiny_root, "r")
+    devices = [("foo", "unknown device 'foo'; use cpu, cuda or cuda:N")]
+    if not torch.cuda.is_available():
+        devices.append(("cuda", "--device cuda: CUDA is not available on this machine; use --device cpu"))
+    for command in ("evaluate", "analyze"):
+        for device, message in devices:
+            code, _, err = cli([command, "r", "--device", device, "--results-dir", str(results),
+                                "--data-dir", str(tiny_root)], monkeypatch, capsys)
+            assert code == 2 and err.strip() == f"error: {message}", (command, device, err)
+    assert sorted(p.name for p in (results / "r").iterdir() if p.name.startswith(("metrics_", "analysis"))) == []
+    saved = open_run("r", results_dir=results)
+    with pytest.raises(UserError, match="unknown device 'foo'"):
+        load_model(saved.config, ForecastShape(4, 2, 1, 8, 8), results / "r" / BEST, device="foo")
+
+
+def test_runs_and_export_check_the_device_without_importing_the_experiment():
+    code = ("import sys, svqbench.runs, svqbench.export; "
+            "assert 'svqbench.experiment' not in sys.modules, 'import cycle'; "
+            "from svqbench.device import check_device; from svqbench import experiment; "
+            "assert experiment.check_device is check_device")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+
+
+# ---- issue 19 item 10: a folder where a checkpoint file belongs
+
+def test_a_folder_named_like_a_checkpoint_is_refused_before_training(tiny_root, tmp_path, monkeypatch, capsys):
+    from svqbench.checkpoint import PREVIOUS_CHECKPOINT
+    results = tmp_path / "results"
+    run(dict(epochs=2), results, tiny_root, "r")  # leaves checkpoint.pt (epoch 2) and checkpoint.prev.pt (epoch 1)
+    run_dir = results / "r"
+    (run_dir / "metrics.json").unlink()  # as if killed before the test evaluation
+    (results / LEADERBOARD).unlink()
+    (run_dir / CHECKPOINT).unlink()
+    (run_dir / CHECKPOINT).mkdir()
+    (run_dir / CHECKPOINT / "notes.txt").write_text("the user's")
+    previous = (run_dir / PREVIOUS_CHECKPOINT).read_bytes()
+    code, _, err = cli(["run", "--resume", str(run_dir), "--data-dir", str(tiny_root)], monkeypatch, capsys)
+    assert code == 2 and err.strip().splitlines() == [
+        f"error: {run_dir / CHECKPOINT} is a folder, not a checkpoint file; svqbench writes its checkpoints there: "
+        f"move it out of the run folder, then resume"]
+    assert (run_dir / CHECKPOINT / "notes.txt").read_text() == "the user's"  # nothing of the user's is moved
+    assert (run_dir / PREVIOUS_CHECKPOINT).read_bytes() == previous
+    assert not [p.name for p in run_dir.iterdir() if p.name.endswith(".next") or ".tmp" in p.name]
+    assert not (run_dir / "metrics.json").exists() and not (results / LEADERBOARD).exists()
+    shutil.move(run_dir / CHECKPOINT, tmp_path / "moved")  # what the message says: then the resume works
+    code, _, err = cli(["run", "--resume", str(run_dir), "--data-dir", str(tiny_root)], monkeypatch, capsys)
+    assert code == 0, err
+    assert "resuming r from checkpoint.prev.pt: epoch 1 step 0" in err

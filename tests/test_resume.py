@@ -19,7 +19,7 @@ from scaling_data import FLAGS, cli_flags
 from svqbench.config import resolve
 from svqbench.experiment import run_experiment
 from svqbench.results import LEADERBOARD
-from svqbench.checkpoint import CHECKPOINT, PREVIOUS_CHECKPOINT, read_checkpoint
+from svqbench.checkpoint import CHECKPOINT, PREVIOUS_CHECKPOINT, read_checkpoint, save_checkpoint
 from svqbench.train import TrainOptions
 
 # 60 train windows, batch 16: 4 steps per epoch, 3 epochs. With a checkpoint after every step the
@@ -111,6 +111,7 @@ def test_sigkill_mid_epoch_then_resume_is_exact(killed_run, reference, tiny_root
     code, err = _resume(run_dir, tiny_root, monkeypatch, capsys)
     assert code == 0, err
     assert "resuming run from checkpoint.pt: epoch 1 step 2" in err
+    assert "process(es)" not in err  # same world size: nothing to warn about
     _same_as_reference(run_dir, reference)
 
     code, err = _resume(run_dir, tiny_root, monkeypatch, capsys)  # a finished run is not run twice
@@ -128,3 +129,21 @@ def test_corrupt_newest_checkpoint_falls_back_and_is_exact(killed_run, reference
     assert f"checkpoint {newest} is unreadable" in err and "falling back to the previous one" in err
     assert "resuming run from checkpoint.prev.pt: epoch 1 step 1" in err
     _same_as_reference(run_dir, reference)
+
+
+def test_resuming_on_another_number_of_processes_says_so(killed_run, tiny_root, tmp_path, monkeypatch, capsys):
+    """issue 19 item 21: a checkpoint written by a 2-rank torchrun launch, resumed by one process."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(killed_run, run_dir)
+    payload = read_checkpoint(run_dir / CHECKPOINT)
+    assert payload["world_size"] == 1  # the checkpoint records the world size that wrote it
+    scratch = tmp_path / "scratch"
+    save_checkpoint({**payload, "world_size": 2}, scratch)  # sealed anew, as a 2-rank launch writes it
+    shutil.copyfile(scratch / CHECKPOINT, run_dir / CHECKPOINT)
+    code, err = _resume(run_dir, tiny_root, monkeypatch, capsys)
+    assert code == 0, err
+    assert [line for line in err.splitlines() if "process(es)" in line] == [
+        "warning: checkpoint.pt was written by 2 process(es), this resume runs on 1: the run goes on with the same "
+        "global batch, but its results will not be bit-identical to an uninterrupted run; resume with "
+        "`torchrun --nproc_per_node 2 -m svqbench run --resume ...` for that"]
+    assert json.loads((run_dir / "metrics.json").read_text())["runtime"]["world_size"] == 1

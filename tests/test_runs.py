@@ -75,3 +75,41 @@ def test_bad_run_folders_are_one_line_errors(user_run, tmp_path):
         open_run(broken)
     with pytest.raises(UserError, match="unknown dataset|not prepared"):
         open_run("u1", results_dir=results, data_dir=tmp_path).dataset()
+
+
+# ---- issue 19 item 17: a wrong-typed value in a run's config.json
+
+@pytest.mark.parametrize("command", ["load_run", "evaluate", "predict", "export", "resume"])
+def test_a_wrong_typed_config_value_is_one_line_naming_file_and_field(command, user_run, tmp_path, monkeypatch,
+                                                                      capsys):
+    from helpers import cli
+    from svqbench.runs import load_run
+    data, results = user_run
+    broken = tmp_path / "results" / "u1"
+    shutil.copytree(results / "u1", broken)
+    record = json.loads((broken / "config.json").read_text())
+    record["config"]["hid_s"] = "eight"
+    (broken / "config.json").write_text(json.dumps(record))
+    message = f"bad value 'eight' for hid_s in {broken / 'config.json'}: expected int"
+    if command == "load_run":
+        with pytest.raises(UserError, match=message):
+            load_run(broken, data_dir=data)
+        return
+    (broken / "metrics.json").unlink()  # a resume would otherwise stop at "already finished"
+    args = {"evaluate": ["evaluate", str(broken)], "predict": ["predict", str(broken), "--out", str(tmp_path / "f.nc")],
+            "export": ["export", str(broken), str(tmp_path / "export")],
+            "resume": ["run", "--resume", str(broken)]}[command]
+    code, _, err = cli(args + ["--data-dir", str(data)], monkeypatch, capsys)
+    assert code == 2 and err.strip().splitlines() == [f"error: {message}"], err
+    assert not (tmp_path / "export").exists() and not (tmp_path / "f.nc").exists()
+
+
+def test_a_quoted_number_in_config_json_reads_as_run_config_reads_it(user_run, tmp_path):
+    from svqbench.runs import recorded_config
+    data, results = user_run
+    edited = tmp_path / "u1"
+    shutil.copytree(results / "u1", edited)
+    record = json.loads((edited / "config.json").read_text())
+    record["config"]["epochs"] = "3"
+    (edited / "config.json").write_text(json.dumps(record))
+    assert open_run(edited).config.epochs == 3 == recorded_config(edited)[0]["epochs"]  # one validation, both paths

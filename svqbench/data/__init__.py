@@ -7,9 +7,12 @@ and `profile` read it. Adding a dataset = one module with a `DatasetSpec` + one 
 """
 from __future__ import annotations
 
+import errno
 import importlib
 import inspect
 import os
+import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -90,4 +93,43 @@ def prepare(name: str, root: str | os.PathLike | None = None, **options) -> Path
         flag = {"from_paths": "--from", "output_name": "--name"}
         flags = ", ".join(flag.get(k, "--" + k.replace("_", "-")) for k in extra)
         raise UserError(f"option(s) {flags} do not apply to dataset {name!r}")
-    return func(data_root(root) / name, **options)
+    try:
+        return func(data_root(root) / name, **options)
+    except (UserError, OSError) as e:  # CannotWrite (a UserError) or a raw OSError from a source's own writer
+        out_of_space = _out_of_space(e, data_root(root))
+        if out_of_space is None:
+            raise
+        raise out_of_space from None
+
+
+# a full disk, a full quota, or a file-size limit (ulimit -f)
+_NO_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+def _out_of_space(error: BaseException, root: Path) -> UserError | None:
+    """One line for a prepare that ran out of space: the dataset folder it was writing, the reason and
+    the space left there. The writer has removed its temp folder (PreparedWriter), so nothing
+    half-written is left and an earlier dataset of that name is untouched."""
+    from svqbench.atomic import CannotWrite
+    cause = error.error if isinstance(error, CannotWrite) else error
+    # a failed write without errno is numpy's short write ("N requested and M written"): a full disk
+    short_write = isinstance(error, CannotWrite) and isinstance(cause, OSError) and cause.errno is None
+    if not isinstance(cause, OSError) or not (cause.errno in _NO_SPACE or short_write):
+        return None
+    path = Path(error.path if isinstance(error, CannotWrite) else (cause.filename or root))
+    for i, part in enumerate(path.parts):  # .NAME.tmp-PID: the temp folder of dataset NAME
+        temp = re.fullmatch(r"\.(.+)\.tmp-\d+", part)
+        if temp:
+            path = Path(*path.parts[:i], temp.group(1))
+            break
+    reason = error.reason if isinstance(error, CannotWrite) else (cause.strerror or str(cause) or "OSError")
+    if cause.errno == errno.EFBIG:
+        reason += " (a file-size limit: ulimit -f, or the file system's largest file)"
+    where = next((p for p in (path, *path.parents) if p.exists()), Path("."))
+    try:
+        free = shutil.disk_usage(where).free
+        left = f"{free / 1e6:.1f} MB" if free < 1e9 else f"{free / 1e9:.1f} GB"
+        left = f"; {left} free now in {where}"
+    except OSError:
+        left = ""
+    return UserError(f"cannot write {path}: {reason}{left}; free disk space or prepare under another --data-dir")

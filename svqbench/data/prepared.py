@@ -110,9 +110,8 @@ class PreparedWriter:
         while view:  # pwrite may write less than asked
             try:
                 written = os.pwrite(self.file.fileno(), view, at)
-            except OSError as e:
-                raise UserError(f"writing {self.tmp / 'frames.npy'} failed ({e.strerror}); free disk space "
-                                f"or prepare under another --data-dir") from None
+            except OSError as e:  # a full disk: svqbench.data.prepare names the folder and its free space
+                raise CannotWrite(self.tmp / "frames.npy", e) from None
             view, at = view[written:], at + written
 
     def read(self, start: int, stop: int) -> np.ndarray:

@@ -127,10 +127,15 @@ def check_model_size(cfg, shape: "ForecastShape | Any | None" = None) -> None:
         return
     if not isinstance(shape, ForecastShape):
         shape = ForecastShape.of(shape)
-    factor = 2 ** (cfg.n_s // 2)
-    if factor > min(shape.height, shape.width):
-        raise UserError(f"n-s {cfg.n_s} halves the {shape.height} x {shape.width} frame {cfg.n_s // 2} times, "
-                        f"below one cell; use n-s <= {2 * int(math.log2(min(shape.height, shape.width))) + 1}")
+    # every second encoder block halves the frame (n-s is even: config.validate); halvings that keep
+    # at least one cell: floor(log2(the shorter side))
+    fits, grid = min(shape.height, shape.width).bit_length() - 1, f"{shape.height} x {shape.width}"
+    if fits < 1:
+        raise UserError(f"a {grid} grid is too small for any SimVP encoder: even the smallest, n-s 2, halves the "
+                        f"frame once, below one cell; prepare the data on a grid of at least 2 x 2 cells")
+    if cfg.n_s // 2 > fits:
+        raise UserError(f"n-s {cfg.n_s} halves the {grid} frame {cfg.n_s // 2} times, below one cell; "
+                        f"use an even n-s <= {2 * fits}")
     import torch
     try:
         with torch.device("meta"):
