@@ -622,12 +622,21 @@ def profile(
     steps: int = typer.Option(3, help="timed steps (median reported) after one warm-up step"),
     device: str = typer.Option("cpu", help="cpu | cuda | cuda:N"),
     csv: Path = typer.Option(Path("results/profile.csv"), "--csv", help="CSV the rows are appended to"),
+    recipe: Optional[str] = typer.Option(None, help="count every cell of a recipe instead (e.g. table12: the cost "
+                                                    "table beside the published one; parameters and MACs only)"),
     data_dir: Optional[Path] = DATA,
 ):
     """Parameters, codebook buffers, MACs/FLOPs, forward and training-step time, peak memory.
 
     For SVQ a second row gives the other path (factorized default vs the paper's dense one)."""
     from rich.table import Table
+    if recipe is not None:
+        given = [n for n, v in dict(dataset=dataset, model=model, backbone=backbone, quantizer=quantizer,
+                                    codebook_size=codebook_size, svq_impl=svq_impl).items() if v is not None]
+        if given:
+            raise UserError(f"--recipe takes each cell's config; drop --{' --'.join(g.replace('_', '-') for g in given)}")
+        _profile_recipe(recipe, scale or "paper", csv, data_dir)
+        return
 
     from svqbench.config import resolve
     from svqbench.models import describe_model
@@ -644,6 +653,25 @@ def profile(
         table.add_row(key, *(str(r[key]) for r in rows))
     print_table(table)
     console.print(f"appended {len(rows)} row(s) to {append_rows(csv, rows)}")
+
+def _profile_recipe(name: str, scale: str, csv: Path, data_dir: Optional[Path]) -> None:
+    """`profile --recipe`: parameters and MACs per pass of every cell, beside the published figures."""
+    from rich.table import Table
+
+    from svqbench.profile import append_rows, recipe_costs
+    rows = recipe_costs(name, scale, data_dir)
+    table = Table("cell", "dataset", "params (M)", "paper (M)", "MACs/pass (G)", "paper (G)",
+                  title=f"{name} ({scale}): counted here (torch FlopCounterMode, meta device) vs published",
+                  caption="paper: the table's printed figure (blank where it prints none); MACs per pass as "
+                          "OpenSTL/fvcore counts them (a recurrent model: its whole sequence)")
+    def printed(value) -> str:
+        return "" if value == "" else f"{value:g}"
+    for r in rows:
+        table.add_row(r["cell"], r["dataset"], f"{r['params_m']:.2f}", printed(r["paper_params_m"]),
+                      f"{r['macs_per_pass_g']:.3g}", printed(r["paper_macs_g"]))
+    print_table(table)
+    console.print(f"appended {len(rows)} row(s) to {append_rows(csv, rows)}")
+
 
 def one_line(message: str) -> str:
     """Escape line breaks and other unprintable characters (they may come from the user's input)."""

@@ -171,6 +171,57 @@ def measure(cfg: RunConfig, shape: ForecastShape, *, device: str = "cpu", batch_
     }
 
 
+def paper_name(cfg: RunConfig) -> str:
+    """The row name the paper's cost table (Table 12) gives the model `cfg` builds."""
+    from svqbench.models import TITLES
+    if cfg.model != "simvp":
+        return TITLES.get(cfg.model, cfg.model)
+    if cfg.backbone == "tau":
+        return "TAU"
+    return "SimVP (w/o VQ)" if cfg.quantizer == "none" else "SimVP+SVQ"
+
+
+def recipe_costs(name: str, scale: str = "paper", data_dir: str | os.PathLike | None = None,
+                 cells: list[str] | None = None) -> list[dict[str, Any]]:
+    """Parameters and MACs per pass (counted, nothing timed or trained) of every cell of recipe `name`
+    at `scale` (or of the cells labelled in `cells`), beside the published figures of its paper table
+    where it has them (params_m, macs_g in svqbench/resources/paper/table<N>.csv; "" where the paper
+    prints none). Per pass, as Table 12 counts: a recurrent model's one pass is its whole sequence."""
+    from svqbench.config import resolve
+    from svqbench.recipes import load_recipe
+    from svqbench.results import load_paper
+    recipe = load_recipe(name)
+    paper = load_paper()
+    paper = paper[paper["table"] == str(recipe.table)]
+    rows = []
+    chosen = recipe.cells(scale)
+    unknown = sorted(set(cells or ()) - {c.label for c in chosen})
+    if unknown:
+        raise UserError(f"recipe {recipe.name} ({scale}) has no cell {', '.join(unknown)}; "
+                        f"`svqbench sweep {recipe.name} --scale {scale} --dry-run` lists them")
+    for cell in chosen:
+        if cells and cell.label not in cells:
+            continue
+        cfg = resolve(recipe=cell.overrides, data_dir=data_dir)
+        shape = dataset_shape(cfg.dataset, data_dir)
+        with torch.random.fork_rng(devices=[]), torch.device("meta"):
+            model = build_model(cfg, shape)
+        params = sum(p.numel() for p in model.parameters())
+        macs = count_macs(cfg, shape) / model.passes
+        mine = paper[(paper["model"] == paper_name(cfg)) & (paper["dataset"] == cfg.dataset)]
+
+        def published(metric: str) -> str:
+            return next(iter(mine.loc[mine["metric"] == metric, "value"]), "")
+        rows.append({"recipe": recipe.name, "cell": cell.label, "dataset": cfg.dataset, "model": cfg.model,
+                     "backbone": cfg.backbone if cfg.model == "simvp" else "", "quantizer": cfg.quantizer,
+                     "shape": f"{shape.in_len}->{shape.out_len} x {shape.channels}x{shape.height}x{shape.width}",
+                     "params": params, "params_m": round(params / 1e6, 4), "paper_params_m": published("params_m"),
+                     "svq_impl": cfg.svq_impl if cfg.quantizer == "svq" else "",
+                     "macs_per_pass_g": round(macs / 1e9, 4), "paper_macs_g": published("macs_g"),
+                     "torch": torch.__version__})
+    return rows
+
+
 def profile_rows(cfg: RunConfig, shape: ForecastShape, **kwargs: Any) -> list[dict[str, Any]]:
     """The chosen configuration; for SVQ also the other path (factorized default vs the paper's
     dense N x K formulation), so the paper's cost claim and ours stand side by side."""

@@ -121,3 +121,20 @@ def test_recipes_list_recurrent_cells(monkeypatch, capsys):
         code, out, err = cli(["sweep", "table2", "--scale", scale, "--dry-run"], monkeypatch, capsys)
         assert code == 0, err
         assert "convlstm" in out
+
+
+def test_profile_recipe_table12_sets_counts_beside_the_published(tmp_path, monkeypatch, capsys):
+    from svqbench.profile import recipe_costs
+    (row,) = recipe_costs("table12", "paper", cells=["convlstm-weatherbench-s-t2m"])
+    assert (row["params"], row["paper_params_m"], row["paper_macs_g"]) == (14_928_384, 14.98, 136.0)
+    assert row["macs_per_pass_g"] == pytest.approx(135.67, abs=0.01)
+    (kth,) = recipe_costs("table12", "paper", cells=["simvp-kth"])  # 10 -> 20: two passes, counted per pass
+    assert (kth["paper_params_m"], kth["paper_macs_g"]) == (12.2, 62.8)
+    assert kth["macs_per_pass_g"] == pytest.approx(62.8, rel=0.01)
+    code, out, err = cli(["profile", "--recipe", "table12", "--scale", "quick", "--csv", str(tmp_path / "p.csv")],
+                         monkeypatch, capsys)
+    assert code == 0, err
+    assert "convlstm-embedded" in out and "dmvfn-embedded" in out and "simvp-svq-embedded" in out
+    assert len(pd.read_csv(tmp_path / "p.csv")) == 13
+    code, _, err = cli(["profile", "--recipe", "table12", "--model", "convlstm"], monkeypatch, capsys)
+    assert code == 2 and "drop --model" in err
