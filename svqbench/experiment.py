@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from svqbench import __version__
+from svqbench import __version__, memory
 from svqbench.atomic import write_json
 from svqbench.checkpoint import BEST, check_checkpoint_files, read_weights
 from svqbench.config import RunConfig
@@ -66,6 +66,7 @@ def _run(cfg: RunConfig, *, results_dir: Path, data_dir, run_id, device: str, re
     if ds is None:
         ds = open_prepared(cfg.dataset, data_dir, auto_prepare=False)
     check_model_size(cfg, ds)
+    memory.check_run(cfg, ds, device, options, dist.world_size)  # before any folder or batch: one line if it cannot fit
     run_id = dist.broadcast(run_id or default_run_id(cfg))
     if options.resume:
         run_dir = results_dir / run_id
@@ -99,8 +100,9 @@ def _run(cfg: RunConfig, *, results_dir: Path, data_dir, run_id, device: str, re
     if tracker:
         tracker.begin(run_id, run_dir, {**cfg.to_dict(), "runtime": runtime}, resume=options.resume)
     try:
-        result = train(cfg, ds, model, run_dir, device=dev, reporter=reporter, options=options, dist=dist)
-    except NonFiniteError as e:
+        with memory.out_of_memory_as_failure(cfg.batch_size):
+            result = train(cfg, ds, model, run_dir, device=dev, reporter=reporter, options=options, dist=dist)
+    except (NonFiniteError, memory.OutOfMemory) as e:
         if dist.is_main:
             write_json(run_dir / "metrics.json", {"run_id": run_id, "status": "failed", "failure": e.record(),
                                                   "runtime": runtime})

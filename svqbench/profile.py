@@ -120,11 +120,19 @@ def _median_seconds(fn, steps: int, device: torch.device) -> float:
 
 def measure(cfg: RunConfig, shape: ForecastShape, *, device: str = "cpu", batch_size: int | None = None,
             steps: int = 3) -> dict[str, Any]:
-    """One profile row for `cfg` (its quantizer with its own `svq_impl`)."""
+    """One profile row for `cfg` (its quantizer with its own `svq_impl`). Before anything is
+    allocated the step's memory is estimated (svqbench.memory): a `batch_size` given that does not
+    fit is refused in one line; without one, on the CPU, the preset's batch is lowered to one that
+    fits (a CPU that runs out is killed by the kernel, without a message)."""
+    from svqbench import memory
     if steps < 1:
         raise UserError(f"steps must be >= 1, got {steps}")
     dev = torch.device(device)
     batch = batch_size or cfg.batch_size
+    if batch_size is None and dev.type == "cpu":
+        batch = memory.fitting_batch(cfg, shape, batch, device)
+    else:
+        memory.check_batch(cfg, shape, batch, device)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg, shape).to(dev)
     sizes = count_sizes(model)
@@ -141,13 +149,14 @@ def measure(cfg: RunConfig, shape: ForecastShape, *, device: str = "cpu", batch_
     def forward():
         model(x)
 
-    model.train()
-    train_step()  # warm-up; creates Adam's state, so the peak below is one ordinary step
-    peak = _peak_memory_bytes(dev, train_step)
-    train_s = _median_seconds(train_step, steps, dev)
-    model.eval()
-    forward()
-    forward_s = _median_seconds(forward, steps, dev)
+    with memory.out_of_memory_as_failure(batch):
+        model.train()
+        train_step()  # warm-up; creates Adam's state, so the peak below is one ordinary step
+        peak = _peak_memory_bytes(dev, train_step)
+        train_s = _median_seconds(train_step, steps, dev)
+        model.eval()
+        forward()
+        forward_s = _median_seconds(forward, steps, dev)
     weights = sum(t.numel() * t.element_size() for t in itertools.chain(model.parameters(), model.buffers()))
     return {
         "dataset": cfg.dataset, "scale": cfg.scale, "model": cfg.model,
