@@ -643,9 +643,20 @@ def profile(
     from svqbench.profile import append_rows, dataset_shape, profile_rows
     cfg = resolve(cli=dict(dataset=dataset, model=model, backbone=backbone, quantizer=quantizer, scale=scale,
                            codebook_size=codebook_size, svq_impl=svq_impl, batch_size=batch_size), data_dir=data_dir)
-    rows = profile_rows(cfg, dataset_shape(cfg.dataset, data_dir), device=device, steps=steps)
-    shown = ("params_m", "params_trainable", "params_frozen", "codebook_buffers", "passes", "macs_per_pass_g", "macs_g",
-             "flops_g", "forward_ms", "train_step_ms", "train_samples_per_s", "weights_mb", "peak_step_memory_mb")
+    from svqbench.errors import RunFailed
+    try:  # no --batch-size on a CPU: the preset's, lowered to a batch whose step fits (svqbench.memory)
+        rows = profile_rows(cfg, dataset_shape(cfg.dataset, data_dir), device=device, steps=steps,
+                            batch_size=batch_size)
+    except RunFailed as e:  # out of memory in a step after all
+        err_console.print(f"profile failed: {one_line(str(e))}", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    lowered = sorted({r["batch_size"] for r in rows if r["batch_size"] < cfg.batch_size})
+    if lowered:
+        console.print(f"batch {', '.join(map(str, lowered))} instead of the preset's {cfg.batch_size}: the largest "
+                      f"whose training step fits in the memory available (give --batch-size to choose)",
+                      markup=False, highlight=False, soft_wrap=True)
+    shown = ("batch_size", "params_m", "params_trainable", "params_frozen", "codebook_buffers", "passes",
+             "macs_per_pass_g", "macs_g", "flops_g", "forward_ms", "train_step_ms", "train_samples_per_s", "weights_mb", "peak_step_memory_mb")
     table = Table("", *(f"{r['quantizer']} {r['svq_impl']}".strip() for r in rows),
                   title=f"{cfg.dataset} ({cfg.scale}), {describe_model(cfg)}, {rows[0]['shape']}, batch "
                         f"{rows[0]['batch_size']} on {device} (MACs/FLOPs per sample)")
