@@ -1,8 +1,9 @@
 """The one way svqbench writes a file: into a temp file beside it, fsync, rename over it.
 
-A crash, a kill or a full disk leaves either the old file or the new one, never half of one and
-never a stray temp file; a failure is one line, `cannot write PATH: reason` (CannotWrite, a
-UserError). Parent folders of an output are created.
+A crash, a kill or a full disk leaves either the old file or the new one, never half of one; a
+failure is one line, `cannot write PATH: reason` (CannotWrite, a UserError). Parent folders of an
+output are created. Temp files are named `.NAME.tmp-PID`: a SIGKILL leaves one behind, and the next
+write of NAME removes it once that PID is no longer running (`remove_stale_temps`).
 
     write_json(path, obj)        write_text(path, text)        write_csv(path, rows)
     save_torch(path, obj)        save_figure(path, fig)        atomic_write(path, fill)
@@ -13,6 +14,8 @@ import contextlib
 import csv
 import json
 import os
+import re
+import shutil
 from pathlib import Path
 from typing import IO, Any, Callable, Iterator
 
@@ -41,12 +44,44 @@ def ensure_dir(path: Path) -> Path:
     return path
 
 
+def stale_temps(folder: Path, name: str | None = None) -> list[Path]:
+    """The `.NAME.tmp-PID` / `.NAME.old-PID` files and folders in `folder` (of `name` only, when given)
+    that a killed process left: those whose PID is no longer running. A PID that is alive, or that
+    this process may not signal, keeps its temp (it may be a writer at work)."""
+    try:
+        entries = list(Path(folder).iterdir())
+    except OSError:
+        return []
+    pattern = re.compile(rf"\.{re.escape(name) if name else '.+'}\.(?:tmp|old)-(\d+)")
+    out = []
+    for p in entries:
+        m = pattern.fullmatch(p.name)
+        if not m or int(m.group(1)) == os.getpid():
+            continue
+        try:
+            os.kill(int(m.group(1)), 0)
+            continue  # still running
+        except ProcessLookupError:
+            out.append(p)
+        except (PermissionError, OverflowError):
+            continue
+    return out
+
+
+def remove_stale_temps(folder: Path, name: str | None = None) -> None:
+    """Delete what `stale_temps` finds."""
+    for p in stale_temps(folder, name):
+        with contextlib.suppress(OSError):
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() and not p.is_symlink() else p.unlink(missing_ok=True)
+
+
 def atomic_write(path: str | os.PathLike, fill: Callable[[IO], None], *, binary: bool = True) -> Path:
     """Call `fill(handle)` on a temp file next to `path`, fsync it and rename it over `path`."""
     path = Path(path)
     if path.is_dir():
         raise CannotWrite(path, "it is a folder; give a file name")
     ensure_dir(path.parent)
+    remove_stale_temps(path.parent, path.name)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")  # per process: concurrent writers never share one
     try:
         with open(tmp, "wb" if binary else "w", **({} if binary else {"newline": "", "encoding": "utf-8"})) as f:
@@ -113,6 +148,7 @@ def replacing(path: str | os.PathLike) -> Iterator[Path]:
     """For writers that need a path (numpy, netCDF): yields a temp path, renamed over `path` on success."""
     path = Path(path)
     ensure_dir(path.parent)
+    remove_stale_temps(path.parent, path.name)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         yield tmp

@@ -1,6 +1,7 @@
 """The `svqbench` command line: parses, validates, calls library functions; no logic of its own."""
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import sys
@@ -493,6 +494,21 @@ def evaluate(run: str = typer.Argument(..., help="run folder, run id under --res
     console.print(f"wrote {path}", markup=False, highlight=False)
 
 
+@contextlib.contextmanager
+def _stopped_cleanly(outcome: str):
+    """Ctrl-C (exit 130) or SIGTERM (exit 143) during a write: the writer's temp file is removed on the
+    way out, and one line says `outcome`."""
+    restore_sigterm = _sigterm_as_interrupt()
+    try:
+        yield
+    except KeyboardInterrupt as e:
+        how = " by SIGTERM" if isinstance(e, Terminated) else ""
+        err_console.print(f"interrupted{how}: {outcome}", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(143 if how else 130) from None
+    finally:
+        restore_sigterm()
+
+
 @app.command()
 def predict(run: str = typer.Argument(..., help="run folder, or run id under --results-dir"),
             split: Optional[str] = typer.Option(None, help="test | val (default: test)"),
@@ -512,8 +528,10 @@ def predict(run: str = typer.Argument(..., help="run folder, or run id under --r
     """Write a run's forecasts in physical units: weather as NetCDF/zarr in the WeatherBench 2 layout
     (time, prediction_timedelta, level if any, latitude, longitude), video/traffic as .npy (N, T, C, H, W)."""
     from svqbench.predict import predict_run
-    path, summary = predict_run(run, split=split, fmt=format, out=out, input=input, var=var or None, level=level,
-                                strips=strips, device=device, results_dir=results_dir, data_dir=data_dir)
+    with _stopped_cleanly("no forecast was written; an earlier file at that path is kept"):
+        path, summary = predict_run(run, split=split, fmt=format, out=out, input=input, var=var or None,
+                                    level=level, strips=strips, device=device, results_dir=results_dir,
+                                    data_dir=data_dir)
     what = f"the {summary['split']} split" if summary["split"] else f"input {summary['input']}"
     console.print(f"wrote {path}: {summary['forecasts']} forecasts of {summary['lead_steps']} steps of {what} "
                   f"({summary['format']})", markup=False, highlight=False, soft_wrap=True)
@@ -529,7 +547,8 @@ def export(run: str = typer.Argument(..., help="run folder, or run id under --re
     """Write a run's weights as safetensors with its config, normalisation statistics, metrics and a
     README; `svqbench.load_run(DIR)` loads it without svqbench's checkpoint format."""
     from svqbench.export import export_run
-    path = export_run(run, directory, results_dir=results_dir, data_dir=data_dir)
+    with _stopped_cleanly(f"nothing was exported to {directory}"):
+        path = export_run(run, directory, results_dir=results_dir, data_dir=data_dir)
     console.print(f"exported {run} -> {path}", markup=False, highlight=False, soft_wrap=True)
 
 

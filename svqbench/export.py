@@ -1,25 +1,31 @@
 """A run made shareable without svqbench's checkpoint format: `svqbench export RUN DIR`.
 
     DIR/model.safetensors     the best-by-validation weights (SimVP state dict, float tensors by name)
-    DIR/config.json           format, run id, the RunConfig, the forecast shape, the dataset's description
+    DIR/config.json           format, run id, the RunConfig, the forecast shape, the dataset's description,
+                              the sha256 of model.safetensors
     DIR/normalisation.json    the train statistics and the rule that turns physical units into model space
     DIR/metrics.json          the run's test metrics (when it has them)
     DIR/README.md             how to load it, with and without svqbench
 
 `load_exported(DIR)` (and `load_run(DIR)`) rebuild the model from config.json with
-`svqbench.models.build_model` and load the safetensors weights: the same forecasts as the run.
-DIR is written as a temp folder and renamed into place; an existing non-empty DIR is never touched.
+`svqbench.models.build_model` and load the safetensors weights: the same forecasts as the run. Loading
+checks the weights against the recorded sha256 (a changed byte is refused) and the statistics of
+normalisation.json (one finite mean and a finite std > 0 per channel), each failure one line naming
+the file. DIR is written as a temp folder and renamed into place; an existing non-empty DIR is never
+touched; the temp folder of a killed export is removed by the next export to that DIR.
 """
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import math
 import os
 import shutil
 from dataclasses import asdict
 from pathlib import Path
 
 from svqbench import __version__
-from svqbench.atomic import CannotWrite, atomic_write, ensure_dir, write_json, write_text
+from svqbench.atomic import CannotWrite, atomic_write, ensure_dir, remove_stale_temps, write_json, write_text
 from svqbench.errors import UserError
 from svqbench.runs import LoadedRun, TrainStats, config_from_dict, load_run, read_json
 
@@ -38,7 +44,8 @@ README = """# {run_id}: an exported svqbench run
 Input: {in_len} frames of {channels} channel(s) on a {height} x {width} grid, in physical units ({units});
 output: the next {out_len} frames, same units.
 
-Files: `model.safetensors` (weights), `config.json` (the run's configuration and forecast shape),
+Files: `model.safetensors` (weights), `config.json` (the run's configuration and forecast shape, and
+`weights_sha256`, the sha256 of `model.safetensors`: `sha256sum model.safetensors` checks a copy),
 `normalisation.json` (train statistics, norm `{norm}`), `metrics.json` (test metrics, if any).
 
 With svqbench:
@@ -87,10 +94,12 @@ def export_run(run: str | Path, dest: str | Path, *, results_dir: str | Path | N
     saved, cfg = loaded.saved, loaded.config
     # safetensors refuses tensors that share memory: each tensor is its own contiguous copy
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in loaded.model.state_dict().items()}
+    weights = save(tensors, metadata={"format": FORMAT, "run_id": loaded.run_id})
     meta = saved.record.get("dataset_meta") or {}
     units = list(meta.get("units") or [])
     record = {"format": FORMAT, "run_id": loaded.run_id, "config": cfg.to_dict(), "shape": asdict(loaded.shape),
               "checkpoint": checkpoint, "svqbench": __version__,
+              "weights_sha256": hashlib.sha256(weights).hexdigest(),
               "exported": dt.datetime.now().isoformat(timespec="seconds"),
               "dataset": {k: meta.get(k) for k in ("name", "kind", "units", "step", "digest")},
               "trained_with": {k: saved.record.get(k) for k in ("svqbench", "git", "torch") if k in saved.record}}
@@ -98,6 +107,8 @@ def export_run(run: str | Path, dest: str | Path, *, results_dir: str | Path | N
     norm = {"norm": cfg.norm, "mean": stats["mean"], "std": stats["std"],  # as meta.json holds them (float64)
             "dtype": "float32", "computed_on": stats.get("computed_on", "train"), "units": units,
             "rule": NORM_RULES[cfg.norm]}
+    check_statistics(norm, loaded.shape.channels, f"run {loaded.run_id}'s train statistics",
+                     fix="its forecasts cannot be de-normalised; nothing was exported")
     s = loaded.shape
     from svqbench.models import describe_model
     readme = README.format(run_id=loaded.run_id, model=describe_model(cfg), quantizer=cfg.quantizer, dataset=cfg.dataset,
@@ -105,11 +116,11 @@ def export_run(run: str | Path, dest: str | Path, *, results_dir: str | Path | N
                            height=s.height, width=s.width, units=", ".join(units) or "as trained", norm=cfg.norm,
                            folder=dest.name, rule=NORM_RULES[cfg.norm])
     ensure_dir(dest.parent)
+    remove_stale_temps(dest.parent, dest.name)  # what a killed export left
     tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        atomic_write(tmp / WEIGHTS, lambda f: f.write(save(tensors, metadata={"format": FORMAT,
-                                                                              "run_id": loaded.run_id})))
+        atomic_write(tmp / WEIGHTS, lambda f: f.write(weights))
         write_json(tmp / CONFIG, record)
         write_json(tmp / NORMALISATION, norm)
         if loaded.metrics is not None:
@@ -123,6 +134,30 @@ def export_run(run: str | Path, dest: str | Path, *, results_dir: str | Path | N
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return dest
+
+
+def check_statistics(norm: dict, channels: int, where: str, *, fix: str = "export the run again") -> None:
+    """One finite mean and one finite std > 0 per channel, or a one-line UserError naming `where`: a
+    std of 0 would turn every forecast into NaN without a word."""
+    for key in ("mean", "std"):
+        values = norm.get(key)
+        if not isinstance(values, list) or len(values) != channels:
+            got = f"{len(values)} values" if isinstance(values, list) else repr(values)
+            raise UserError(f"{where}: {key} needs one number per channel ({channels}), got {got}; {fix}")
+        for c, v in enumerate(values):
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and \
+                (key == "mean" or v > 0)
+            if not ok:
+                rule = "a finite number" if key == "mean" else "a finite number > 0"
+                raise UserError(f"{where}: {key} of channel {c} is {v!r}, must be {rule}; {fix}")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def load_exported(path: str | Path, *, device: str = "cpu") -> LoadedRun:
@@ -144,11 +179,24 @@ def load_exported(path: str | Path, *, device: str = "cpu") -> LoadedRun:
     try:
         shape = ForecastShape(**record["shape"])
         norm = read_json(path / NORMALISATION)
-        stats = TrainStats(mean=norm["mean"], std=norm["std"])
     except (KeyError, TypeError) as e:
         raise UserError(f"{path} is an incomplete export (missing {e}); export the run again") from None
-    if norm.get("norm") != cfg.norm or len(stats.mean) != shape.channels:
-        raise UserError(f"{path / NORMALISATION} does not match {path / CONFIG} (norm or channels differ)")
+    digest = record.get("weights_sha256")
+    if not isinstance(digest, str):
+        raise UserError(f"{path / CONFIG} records no sha256 of {WEIGHTS} (exported before svqbench recorded one), "
+                        f"so the weights cannot be checked; export the run again")
+    if norm.get("norm") != cfg.norm:
+        raise UserError(f"{path / NORMALISATION} does not match {path / CONFIG} (norm {norm.get('norm')!r} vs "
+                        f"{cfg.norm!r})")
+    check_statistics(norm, shape.channels, str(path / NORMALISATION))
+    stats = TrainStats(mean=norm["mean"], std=norm["std"])
+    try:
+        found = _sha256(path / WEIGHTS)
+    except OSError as e:
+        raise UserError(f"{path / WEIGHTS} cannot be read ({e.strerror}); export the run again") from None
+    if found != digest:
+        raise UserError(f"{path / WEIGHTS} has sha256 {found[:12]}..., not the {str(digest)[:12]}... that "
+                        f"{CONFIG} records: the file changed since export (a bad copy?); export the run again")
     try:
         state = load_file(path / WEIGHTS)
     except (SafetensorError, OSError) as e:

@@ -2,18 +2,22 @@
 
 Weather runs write an xarray Dataset (NetCDF or zarr) in physical units, in the layout WeatherBench 2
 reads: dims `time` (forecast initialisation = the time of the last input frame), `prediction_timedelta`
-(lead: timedelta for steps of seconds to days, else whole steps), [`level`], `latitude`, `longitude`
-(a curvilinear grid keeps its native y/x dims with 2-D latitude/longitude coordinates; a grid without
-latitudes keeps y/x), with `valid_time` (time, lead) and, for a split, `window_start` (the window's
-first frame in the prepared dataset). One variable per channel (WeatherBench tasks: the WeatherBench 2
-names, levels on a `level` dim); `svqbench_channels` (a global attribute, JSON) maps channels to
-variables. Any run can write `.npy` (N, T, C, H, W) with a JSON sidecar; video and traffic runs write
-only that, and `strips` PNG strips (truth and forecast per lead time).
+(lead: timedelta for steps of seconds to days, else whole months or years with those units), [`level`],
+`latitude`, `longitude` (a curvilinear grid keeps its native y/x dims with 2-D latitude/longitude
+coordinates; a grid without latitudes keeps y/x), with `valid_time` (time, lead) and, for a split,
+`window_start` (the window's first frame in the prepared dataset). `time` and `valid_time` are the
+prepared frames' own times (stored at prepare time), CF-encoded in the source's units and calendar, so
+xarray decodes them; data without calendar times (the synthetic set) get frame indices. One variable
+per channel (WeatherBench tasks: the WeatherBench 2 names, levels on a `level` dim), zlib-compressed,
+NaN (_FillValue) in the cells the run's mask marks invalid; `svqbench_channels` (a global attribute,
+JSON) maps channels to variables. Any run can write `.npy` (N, T, C, H, W) with a JSON sidecar; video
+and traffic runs write only that, and `strips` PNG strips (truth and forecast per lead time).
 
 `--input` forecasts new data: the file is read by `prepare netcdf`'s reader and must match the run's
 variables, grid (sizes and coordinates), time step and units; NaNs only in the run's masked cells;
 every window of in_len consecutive steps is forecast. Outputs are written to a temp file (folder
-for zarr) and renamed into place, so a failure keeps an earlier forecast.
+for zarr) and renamed into place, so a failure (a full disk included) keeps an earlier forecast; the
+temp file of a killed predict is removed by the next predict to that path.
 """
 from __future__ import annotations
 
@@ -28,15 +32,16 @@ from pathlib import Path
 import numpy as np
 
 from svqbench import __version__
-from svqbench.atomic import CannotWrite, ensure_dir, replacing, save_figure, write_json
+from svqbench.atomic import (CannotWrite, ensure_dir, remove_stale_temps, replacing, save_figure, stale_temps,
+                             write_json)
 from svqbench.data import cf
+from svqbench.data.prepared import FrameTimes
 from svqbench.errors import UserError
 
 FORMATS = {"netcdf": ".nc", "zarr": ".zarr", "npy": ".npy"}
 _SUFFIX_FORMAT = {".nc": "netcdf", ".nc4": "netcdf", ".zarr": "zarr", ".npy": "npy"}
 _STEP_UNITS = {"second": "seconds", "minute": "minutes", "hour": "hours", "day": "days", "month": "months",
                "year": "years"}
-_STANDARD_CALENDARS = ("standard", "gregorian", "proleptic_gregorian")
 
 
 # ---- what the forecast file holds -------------------------------------------------------------
@@ -79,46 +84,70 @@ def _same_step(a: cf.Step, b: cf.Step) -> bool:
     return (a.seconds, a.months) == (b.seconds, b.months)
 
 
-def frame_times(ds) -> np.ndarray | None:
-    """The time of every frame of a prepared dataset: datetime64 (standard calendars), cftime dates,
-    or the integers the dataset records (years, steps); None when it records no times."""
+def frame_times(ds) -> FrameTimes | None:
+    """Every frame's real time as CF numbers: what prepare stored (times.npy, the source's own units and
+    calendar), or a WeatherBench dataset's year segments (a regular hourly axis that prepare checked);
+    None when the dataset has no calendar times (its step is not a time unit, e.g. the synthetic data's
+    "1 step"). A dataset with a time step but no stored times was prepared by an older svqbench and
+    is refused with the command that re-prepares it: rebuilding its times as first + i x step would
+    be wrong for monthly means stamped mid-month."""
+    if ds.times is not None:
+        return ds.times
     times = ds.meta.get("times")
-    n = len(ds.frames)
-    if isinstance(times, list) and len(times) == n:
-        return np.asarray(times)
-    if isinstance(times, dict) and times.get("segments"):  # WeatherBench: contiguous years at step_hours
-        step = np.timedelta64(int(times["step_hours"]), "h")
-        out = np.concatenate([np.datetime64(start, "s") + np.arange(count) * step
-                              for start, count in times["segments"]])
-        return out if len(out) == n else None
-    step = parse_step(times.get("step") if isinstance(times, dict) else None)
-    if isinstance(times, dict) and times.get("first") and step is not None:  # prepare netcdf: a regular axis
-        import cftime
-        parts = [int(p) for p in re.split(r"[-T:]", times["first"])]
-        first = cftime.datetime(*parts, calendar=times.get("calendar", "standard"))
-        return _as_time_values(np.array([cf.shift(first, step, i) for i in range(n)], dtype=object))
-    return None
+    if isinstance(times, dict) and times.get("segments"):
+        start = np.datetime64(times["segments"][0][0], "h")
+        step = int(times["step_hours"])
+        hours = np.concatenate([(np.datetime64(first, "h") - start).astype(np.int64) + step * np.arange(count)
+                                for first, count in times["segments"]])
+        if len(hours) == len(ds.frames):  # datetime64 is the proleptic Gregorian calendar
+            return FrameTimes(hours.astype(np.float64), f"hours since {str(start).replace('T', ' ')}:00:00",
+                              "proleptic_gregorian")
+    if parse_step(ds.meta.get("step")) is None:
+        return None
+    from svqbench.data import reserved_names
+    name = ds.path.name
+    how = (f"`svqbench prepare {name}`" if name in reserved_names() else
+           f"the `svqbench prepare netcdf ... --name {name}` command that made it")
+    raise UserError(f"prepared dataset {ds.path} stores no frame times (prepared by an older svqbench); prepare it "
+                    f"again with {how}: its digest does not change, so runs on it still load")
 
 
-def _as_time_values(dates: np.ndarray) -> np.ndarray:
-    """cftime dates as datetime64[s] in the standard calendars (what WeatherBench 2 reads), else as they are."""
-    if len(dates) and getattr(dates[0], "calendar", "") in _STANDARD_CALENDARS:
-        return np.array([np.datetime64(cf.iso(d)) for d in dates], dtype="datetime64[s]")
-    return dates
+@dataclass
+class ForecastTimes:
+    """The `time` (initialisation: the last input frame) and `valid_time` coordinates of a forecast:
+    CF numbers in `units` of `calendar`, or frame indices (units None) for data without calendar times."""
+    init: np.ndarray   # (N,)
+    valid: np.ndarray  # (N, T)
+    units: str | None = None
+    calendar: str | None = None
+
+    def labels(self) -> list[str]:
+        """`init` as ISO dates (or the indices) for the .npy sidecar."""
+        if self.units is None:
+            return [str(int(t)) for t in self.init]
+        return [cf.iso(d) for d in FrameTimes(self.init, self.units, self.calendar).dates()]
 
 
-def _shift(t, step: cf.Step | None, k: int):
-    """Time `t` moved `k` steps, in the representation of `t`."""
-    if isinstance(t, (int, np.integer)) or step is None:
-        return t + k
-    if isinstance(t, np.datetime64):
-        if step.seconds is not None:
-            return t + np.timedelta64(step.seconds * k, "s")
-        import cftime
-        d = cftime.datetime(*[int(p) for p in re.split(r"[-T:]", str(t.astype("datetime64[s]")))],
-                            calendar="standard")
-        return np.datetime64(cf.iso(cf.shift(d, step, k)), "s")
-    return cf.shift(t, step, k)
+def split_times(ds, starts: np.ndarray) -> ForecastTimes:
+    """Times of the windows starting at `starts`: the prepared frames' own times, leads included."""
+    last = np.asarray(starts, dtype=np.int64) + ds.in_len - 1
+    leads = last[:, None] + np.arange(1, ds.out_len + 1)
+    times = frame_times(ds)
+    if times is None:
+        return ForecastTimes(last, leads)
+    return ForecastTimes(times.values[last], times.values[leads], times.units, times.calendar)
+
+
+def _input_times(frames: "InputFrames", in_len: int, out_len: int) -> ForecastTimes:
+    """Times of every window of an input file, in its own units and calendar; leads past the file's
+    last time are stepped from it by the time step."""
+    dates = frames.src.dates
+    extra = np.empty(out_len, dtype=object)
+    extra[:] = [cf.shift(dates[-1], frames.step, k) for k in range(1, out_len + 1)]
+    times = frames.src.frame_times(np.concatenate([dates, extra]))
+    last = np.arange(in_len - 1, len(dates))
+    leads = last[:, None] + np.arange(1, out_len + 1)
+    return ForecastTimes(times.values[last], times.values[leads], times.units, times.calendar)
 
 
 def _grid_coords(ds) -> tuple[tuple[str, str], dict]:
@@ -141,27 +170,32 @@ def _grid_coords(ds) -> tuple[tuple[str, str], dict]:
     return (ydim, xdim), coords
 
 
-def skeleton(ds, *, dataset: str, init: np.ndarray, step: cf.Step | None, window_start: np.ndarray | None,
+def skeleton(ds, *, dataset: str, times: ForecastTimes, step: cf.Step | None, window_start: np.ndarray | None,
              attrs: dict):
-    """The xarray Dataset of everything but the forecast values: coordinates and attributes."""
+    """The xarray Dataset of everything but the forecast values: coordinates and attributes. Times are
+    CF numbers with units and calendar (xarray decodes them); a lead is a timedelta, or whole months or
+    years with those units."""
     import xarray as xr
     t = ds.out_len
+    lead_attrs = {"standard_name": "forecast_period", "long_name": "forecast lead time"}
     if step is not None and step.seconds is not None:
-        lead = xr.Variable("prediction_timedelta", np.arange(1, t + 1) * np.timedelta64(step.seconds, "s"),
-                           {"standard_name": "forecast_period", "long_name": "forecast lead time"})
+        lead = xr.Variable("prediction_timedelta", np.arange(1, t + 1) * np.timedelta64(step.seconds, "s"), lead_attrs)
+    elif step is not None:  # months or years: no fixed length of time
+        lead = xr.Variable("prediction_timedelta", np.arange(1, t + 1) * step.n, {**lead_attrs, "units": step.unit})
     else:
         lead = xr.Variable("prediction_timedelta", np.arange(1, t + 1),
-                           {"standard_name": "forecast_period", "long_name": "forecast lead time in steps",
-                            **({"units": step.unit} if step is not None else {}),
-                            "step": str(step) if step is not None else str(ds.meta.get("step", "1 step"))})
-    valid = np.array([[_shift(i, step, k) for k in range(1, t + 1)] for i in init])
-    time_attrs = {"long_name": "forecast initialisation time (time of the last input frame)"}
-    if init.dtype.kind not in "iu":
-        time_attrs["standard_name"] = "forecast_reference_time"
-    coords = {"time": ("time", init, time_attrs), "prediction_timedelta": lead,
-              "valid_time": (("time", "prediction_timedelta"), valid.reshape(len(init), t),
-                             {"long_name": "time the forecast is valid for", **(
-                                 {"standard_name": "time"} if init.dtype.kind not in "iu" else {})})}
+                           {"long_name": f"forecast lead in steps of {ds.meta.get('step', '1 step')} (the data have "
+                                         f"no calendar times)", "units": "1"})
+    if times.units is not None:
+        cf_time = {"units": times.units, "calendar": times.calendar}
+        time_attrs = {"standard_name": "forecast_reference_time",
+                      "long_name": "forecast initialisation time (time of the last input frame)", **cf_time}
+        valid_attrs = {"standard_name": "time", "long_name": "time the forecast is valid for", **cf_time}
+    else:
+        time_attrs = {"long_name": "index of the last input frame in the prepared dataset", "units": "1"}
+        valid_attrs = {"long_name": "index of the frame the forecast is valid for", "units": "1"}
+    coords = {"time": ("time", times.init, time_attrs), "prediction_timedelta": lead,
+              "valid_time": (("time", "prediction_timedelta"), times.valid, valid_attrs)}
     if window_start is not None:
         coords["window_start"] = ("time", np.asarray(window_start, dtype=np.int64),
                                   {"long_name": "first input frame of the window in the prepared dataset"})
@@ -178,7 +212,8 @@ def skeleton(ds, *, dataset: str, init: np.ndarray, step: cf.Step | None, window
 class _NetCDF:
     def __init__(self, tmp: Path, base, ds, dataset: str):
         import netCDF4
-        base.to_netcdf(tmp, engine="netcdf4", format="NETCDF4")
+        packed = {name: {"zlib": True, "complevel": 1} for name, v in base.variables.items() if v.ndim}
+        base.to_netcdf(tmp, engine="netcdf4", format="NETCDF4", encoding=packed)
         self.nc = netCDF4.Dataset(tmp, "a")
         (ydim, xdim), coords = _grid_coords(ds)
         aux = " ".join(["valid_time"] + (["latitude", "longitude"] if ydim != "latitude" and "latitude" in coords
@@ -239,6 +274,12 @@ def _is_zarr_store(path: Path) -> bool:
 def _replacing_store(path: Path):
     """A zarr store written into a temp folder and swapped in; only a zarr store is ever replaced."""
     ensure_dir(path.parent)
+    if not path.exists():  # a predict killed between its two renames: its earlier store is put back
+        for stale in stale_temps(path.parent, path.name):
+            if stale.name.startswith(f".{path.name}.old-") and _is_zarr_store(stale):
+                stale.rename(path)
+                break
+    remove_stale_temps(path.parent, path.name)  # what a killed predict left
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     old = path.with_name(f".{path.name}.old-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -295,7 +336,7 @@ class InputFrames:
         from svqbench.data.netcdf import _inputs, _Source
         if not var:
             raise UserError(f"--input needs --var NAME for each of the run's channels ({', '.join(ds.channels)})")
-        self.src = _Source(_inputs([paths]), list(var), level)
+        self.src = _Source(_inputs([paths], flag="--input"), list(var), level)
         try:
             self._check(ds)
         except BaseException:
@@ -401,12 +442,11 @@ def predict_run(run: str | Path, *, split: str | None = None, fmt: str | None = 
         step = frames.step if frames else parse_step(ds.meta.get("step"))
         if frames:
             n = len(frames.src.dates) - ds.in_len + 1
-            init = _as_time_values(frames.src.dates[ds.in_len - 1:])
-            starts = None
+            times, starts = _input_times(frames, ds.in_len, ds.out_len), None
         else:
             starts = np.asarray(ds.splits[split])
-            n, times = len(starts), frame_times(ds)
-            init = times[starts + ds.in_len - 1] if times is not None else starts + ds.in_len - 1
+            n = len(starts)
+            times = split_times(ds, starts) if kind == "weather" else ForecastTimes(starts + ds.in_len - 1, None)
         attrs = {"Conventions": "CF-1.8",
                  "title": f"svqbench forecast of {cfg.dataset}, {'the ' + split + ' split' if split else 'new input'}",
                  "source": f"svqbench {__version__}: {describe_model(cfg)} with quantizer {cfg.quantizer}, run "
@@ -416,16 +456,18 @@ def predict_run(run: str | Path, *, split: str | None = None, fmt: str | None = 
                  "svqbench_channels": json.dumps([[v.name, lev] for v in variables(ds, cfg.dataset)
                                                   for lev in (v.levels or [None])]),
                  "references": "Chen et al., arXiv 2312.03406; WeatherBench 2 forecast layout"}
+        if ds.mask is not None:
+            attrs["comment"] = "cells the run's mask marks invalid (e.g. land in a sea-surface field) hold NaN (_FillValue)"
         summary = {"path": str(path), "format": fmt, "forecasts": int(n), "lead_steps": ds.out_len,
                    "split": split, "input": str(input) if input else None, "run_id": loaded.run_id}
         opener = _replacing_store if fmt == "zarr" else replacing
-        with opener(path) as tmp:
+        samples = []
+        with opener(path) as tmp, _netcdf_errors(path):
             if fmt == "npy":
                 sink = _Npy(tmp, (n, ds.out_len, len(ds.channels), *ds.grid))
             else:
-                base = skeleton(ds, dataset=cfg.dataset, init=init, step=step, window_start=starts, attrs=attrs)
+                base = skeleton(ds, dataset=cfg.dataset, times=times, step=step, window_start=starts, attrs=attrs)
                 sink = (_NetCDF if fmt == "netcdf" else _Zarr)(tmp, base, ds, cfg.dataset)
-            samples = []
             try:
                 row = 0
                 if frames is None:
@@ -434,6 +476,8 @@ def predict_run(run: str | Path, *, split: str | None = None, fmt: str | None = 
                     batches = _input_windows(frames, ds.in_len, n, cfg.batch_size)
                 for x, y in batches:
                     pred = loaded.forecast(x, batch_size=len(x))
+                    if ds.mask is not None:  # no forecast where the run has no data (land in an SST field)
+                        pred[..., ~ds.mask] = np.nan
                     sink.write(row, pred)
                     for i in range(max(0, min(strips - row, len(x)))):
                         samples.append((row + i, x[i], None if y is None else y[i], pred[i]))
@@ -446,7 +490,9 @@ def predict_run(run: str | Path, *, split: str | None = None, fmt: str | None = 
                 "axes": ["sample", "lead", "channel", "y", "x"],
                 "shape": [int(n), ds.out_len, len(ds.channels), *ds.grid], "units": ds.meta.get("units"),
                 "channels": ds.channels, "step": str(step) if step else ds.meta.get("step"),
-                "init_time": [str(t) for t in init], "window_start": None if starts is None else starts.tolist(),
+                "init_time": times.labels(), "calendar": times.calendar,
+                "masked_cells": "NaN" if ds.mask is not None else None,
+                "window_start": None if starts is None else starts.tolist(),
                 **{k: attrs[k] for k in ("svqbench_run", "svqbench_dataset", "svqbench_split", "svqbench_input")}})
         strip_paths = [_strip(path.with_name(f"{path.stem}_strips") / f"sample_{i:05d}.png", x=x, y=y, pred=p, ds=ds,
                               title=f"{loaded.run_id}: {split or 'input'} sample {i}") for i, x, y, p in samples]
@@ -455,6 +501,18 @@ def predict_run(run: str | Path, *, split: str | None = None, fmt: str | None = 
     finally:
         if frames is not None:
             frames.close()
+
+
+@contextlib.contextmanager
+def _netcdf_errors(path: Path):
+    """The netCDF library reports a failed write (a full disk among others) as RuntimeError("NetCDF: HDF
+    error"), not as an OSError: one line naming the output, and the replacing writer keeps the old file."""
+    try:
+        yield
+    except RuntimeError as e:
+        if not str(e).startswith("NetCDF:"):
+            raise
+        raise CannotWrite(path, f"the netCDF library failed ({e}); is the disk full?") from None
 
 
 def _input_windows(frames: InputFrames, in_len: int, n: int, batch_size: int):
@@ -559,6 +617,9 @@ def score_forecast(path: str | Path, run: str | Path, *, results_dir: str | Path
         raise UserError(f"{path}: its windows are not windows of the {split} split of {ds.path}")
     scorer = make_scorer(ds)
     for a in range(0, len(pred), 64):
-        truth = read_batch(ds, split, positions[a: a + 64]).y
-        scorer.update(torch.from_numpy(np.array(pred[a: a + 64])), torch.from_numpy(np.asarray(truth)))
+        truth = np.asarray(read_batch(ds, split, positions[a: a + 64]).y)
+        values = np.array(pred[a: a + 64])
+        if ds.mask is not None:  # masked cells are NaN in the file and count for nothing in the metrics
+            values[..., ~ds.mask] = truth[..., ~ds.mask]
+        scorer.update(torch.from_numpy(values), torch.from_numpy(truth))
     return scorer.result()

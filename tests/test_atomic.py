@@ -71,3 +71,23 @@ def test_read_only_results_folder_is_one_line_exit_2():
         assert "cannot write" in out.stderr and "Permission denied" in out.stderr and os.listdir(results) == []
     finally:
         shutil.rmtree(base)
+
+
+def test_the_next_write_removes_only_temps_of_dead_writers_of_that_name(tmp_path):
+    """A SIGKILL leaves `.NAME.tmp-PID`; the next write of NAME removes it once PID has exited, and
+    keeps a live writer's temp and other names' temps (issue 19 item 12)."""
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        names = [f".m.json.tmp-{dead_pid}", f".m.json.old-{dead_pid}", f".m.json.tmp-{live.pid}",
+                 f".other.json.tmp-{dead_pid}"]
+        for name in names:
+            (tmp_path / name).write_text("half")
+        (tmp_path / f".m.json.tmp-{dead_pid}x").mkdir()  # not a temp name: left alone
+        write_json(tmp_path / "m.json", {"a": 1})
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+            ["m.json", f".m.json.tmp-{live.pid}", f".other.json.tmp-{dead_pid}", f".m.json.tmp-{dead_pid}x"])
+    finally:
+        live.kill()
+        live.wait()

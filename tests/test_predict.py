@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import cftime
@@ -43,12 +44,19 @@ def test_netcdf_forecast_has_the_weatherbench2_layout_and_reproduces_the_test_me
         assert da.dtype == np.float32 and da.attrs["units"] == "K"
         starts = ds.splits["test"]
         np.testing.assert_array_equal(f["window_start"], starts)
-        # time = the year of the last input frame; valid_time = the years forecast
-        years = np.asarray(ds.meta["times"])
-        np.testing.assert_array_equal(f["time"], years[starts + 9])
-        np.testing.assert_array_equal(f["valid_time"], years[starts[:, None] + 10 + np.arange(5)])
+        # time = the source's time of the last input frame (mid-year, 360-day calendar); valid_time = the
+        # source's times of the frames forecast; leads in whole years with units
+        source = _source_times(A1B)
+        np.testing.assert_array_equal(f["time"].values, source[starts + 9])
+        np.testing.assert_array_equal(f["valid_time"].values, source[starts[:, None] + 10 + np.arange(5)])
+        np.testing.assert_array_equal(f["time"].dt.year, [d.year for d in source[starts + 9]])
+        assert f["time"].encoding["calendar"] == "360_day" and f["valid_time"].encoding["calendar"] == "360_day"
+        assert f["time"].attrs["standard_name"] == "forecast_reference_time"
+        assert f["valid_time"].attrs["standard_name"] == "time"
         np.testing.assert_array_equal(f["prediction_timedelta"], [1, 2, 3, 4, 5])
-        assert f["prediction_timedelta"].attrs["standard_name"] == "forecast_period"
+        assert f["prediction_timedelta"].attrs == {"standard_name": "forecast_period",
+                                                   "long_name": "forecast lead time", "units": "years"}
+        assert da.encoding["zlib"] and f["valid_time"].encoding["zlib"]
         np.testing.assert_array_equal(f["latitude"], ds.meta["grid"]["lat"])
         assert f["latitude"].attrs["units"] == "degrees_north" and f["longitude"].attrs["units"] == "degrees_east"
         assert f.attrs["Conventions"] == "CF-1.8" and f.attrs["svqbench_split"] == "test"
@@ -61,6 +69,12 @@ def test_netcdf_forecast_has_the_weatherbench2_layout_and_reproduces_the_test_me
         assert scores[key] == metrics[key], key  # exactly, not approximately
 
 
+def _source_times(path: Path) -> np.ndarray:
+    """A file's time coordinate as xarray decodes it (cftime for non-standard calendars)."""
+    with xr.open_dataset(path, decode_times=xr.coders.CFDatetimeCoder(use_cftime=None)) as f:
+        return f["time"].values
+
+
 @pytest.mark.parametrize("fmt", ["zarr", "npy"])
 def test_zarr_and_npy_forecasts_round_trip_too(run, fmt, tmp_path):
     results, data = run
@@ -69,9 +83,15 @@ def test_zarr_and_npy_forecasts_round_trip_too(run, fmt, tmp_path):
     ds = PreparedDataset(data / "embedded")
     assert values.shape == (len(ds.splits["val"]), 5, 1, 37, 49)
     np.testing.assert_array_equal(attrs["window_start"], ds.splits["val"])
+    starts = ds.splits["val"]
     if fmt == "npy":
         side = json.loads(path.with_suffix(".json").read_text())
         assert side["axes"] == ["sample", "lead", "channel", "y", "x"] and side["units"] == ["K"]
+        assert side["calendar"] == "360_day" and side["init_time"][0] == str(_source_times(A1B)[starts[0] + 9])[:10]
+    else:
+        with xr.open_zarr(path) as f:  # zarr's reader decodes the same source times
+            np.testing.assert_array_equal(f["valid_time"].values, _source_times(A1B)[starts[:, None] + 10 + np.arange(5)])
+            assert f["time"].encoding["calendar"] == "360_day" and f["time"].dt.year.values[0] == 2029
     reference = load_run("r1", results_dir=results, data_dir=data)
     from svqbench.evaluate import evaluate_model
     expected = evaluate_model(reference.model, ds, reference.config, split="val")
@@ -176,11 +196,17 @@ def test_bad_predict_options_are_one_line(run, tmp_path, monkeypatch, capsys):
         (["predict", "r1", "--var", "t"], "--var and --level describe an --input file"),
         (["predict", "r1", "--input", str(E1), "--split", "val"], "drop it with --input"),
         (["predict", "r1", "--input", str(E1)], "--input needs --var NAME"),
-        (["predict", "r1", "--input", str(tmp_path / "missing.nc"), "--var", "t"], "no such file or store"),
+        (["predict", "r1", "--input", str(tmp_path / "missing.nc"), "--var", "t"],
+         f"--input {tmp_path / 'missing.nc'}: no such file or store"),  # the flag the user gave, not --from
+        (["predict", "r1", "--input", str(tmp_path / "none*.nc"), "--var", "t"],
+         f"--input '{tmp_path / 'none*.nc'}' matches no files"),
+        (["predict", "r1", "--input", str(folder), "--var", "t"],
+         f"--input {folder}: the folder holds no .nc, .grib or .zarr inputs"),
     ]
     for args, message in cases:
         code, _, err = cli(args + common, monkeypatch, capsys)
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1, (args, err)
+        assert "--from" not in err, err
     assert sorted(p.name for p in folder.iterdir()) == ["keep.txt"]
     assert not list(tmp_path.glob("x.*"))
 
@@ -242,7 +268,7 @@ def test_weatherbench_channels_become_wb2_variables_on_levels(tmp_path):
     """WeatherBench-M's 12 channels: four WB2-named variables on a `level` dim, datetime64 times from
     the dataset's year segments, and read back in the channel order."""
     from svqbench.data.weatherbench import TASKS
-    from svqbench.predict import _NetCDF, frame_times, parse_step
+    from svqbench.predict import _NetCDF, frame_times, parse_step, split_times
     task = TASKS["weatherbench-m"]
     n = 40
     frames = np.random.default_rng(1).normal(size=(n, 12, 4, 8)).astype(np.float32)
@@ -255,10 +281,11 @@ def test_weatherbench_channels_become_wb2_variables_on_levels(tmp_path):
                                         meta))
     assert [v.name for v in variables(ds, "weatherbench-m")] == [
         "relative_humidity", "temperature", "u_component_of_wind", "v_component_of_wind"]
-    times = frame_times(ds)
-    assert times[12] == np.datetime64("2017-01-01T00:00") and times[1] - times[0] == np.timedelta64(6, "h")
+    times = frame_times(ds)  # the year segments, in hours of the proleptic Gregorian calendar numpy uses
+    assert times.units == "hours since 2016-12-29 00:00:00" and times.calendar == "proleptic_gregorian"
+    np.testing.assert_array_equal(times.values[[0, 1, 12]], [0, 6, 72])
     starts = ds.splits["test"]
-    base = skeleton(ds, dataset="weatherbench-m", init=times[starts + 3], step=parse_step("6 hours"),
+    base = skeleton(ds, dataset="weatherbench-m", times=split_times(ds, starts), step=parse_step("6 hours"),
                     window_start=starts, attrs={"svqbench_channels": json.dumps(
                         [[v.name, lev] for v in variables(ds, "weatherbench-m") for lev in v.levels])})
     block = np.stack([frames[s + 4: s + 8] for s in starts])  # any (N, T, C, H, W) block
@@ -273,6 +300,8 @@ def test_weatherbench_channels_become_wb2_variables_on_levels(tmp_path):
         np.testing.assert_array_equal(f["temperature"].sel(level=500), block[:, :, task.channels.index("t500")])
         assert f["u_component_of_wind"].attrs["units"] == "m s-1"
         assert f["prediction_timedelta"].values[-1] == np.timedelta64(24, "h")
+        first = np.datetime64("2017-01-01T00:00") + (starts[0] + 3 - 12) * np.timedelta64(6, "h")
+        assert f["time"].values[0] == first and f["valid_time"].values[0, -1] == first + np.timedelta64(24, "h")
     values, _ = read_forecast(tmp_path / "wb.nc")
     np.testing.assert_array_equal(values, block)
 
@@ -308,3 +337,212 @@ def test_video_runs_write_npy_with_png_strips(video_run, monkeypatch, capsys):
     code, _, err = cli(["predict", "v1", "--format", "netcdf", "--results-dir", str(results), "--data-dir", str(data)],
                        monkeypatch, capsys)
     assert code == 2 and "netcdf forecasts are for weather runs; a video run writes .npy" in err
+
+
+# ---- real times, masked cells, old datasets (issue 19 item 4) -----------------------------------
+
+OSTIA = E1.with_name("ostia_monthly.nc")
+
+
+@pytest.fixture(scope="module")
+def ostia_run(tmp_path_factory):
+    """A tiny run on the real OSTIA monthly SST sample (mid-month stamps at 00:00 or 12:00, gregorian
+    calendar, 2055 land cells): (results dir, data dir, metrics)."""
+    from svqbench.data import prepare
+    root = tmp_path_factory.mktemp("ostia")
+    prepare("netcdf", root=root / "data", from_paths=[OSTIA], var=["surface_temperature"], output_name="ostia",
+            in_len=4, out_len=4, splits="0.5,0.25,0.25")
+    cfg = resolve(cli=dict(TINY, dataset="ostia", hid_s=4, hid_t=8, codebook_size=16), data_dir=root / "data")
+    metrics = run_experiment(cfg, results_dir=root / "results", data_dir=root / "data", run_id="o1")
+    return root / "results", root / "data", metrics
+
+
+@pytest.mark.parametrize("fmt", ["netcdf", "zarr"])
+def test_real_ostia_forecast_has_the_files_own_times_and_nan_land(ostia_run, fmt, tmp_path):
+    results, data, metrics = ostia_run
+    path, _ = predict_run("o1", fmt=fmt, out=tmp_path / f"fc.{'nc' if fmt == 'netcdf' else 'zarr'}",
+                          results_dir=results, data_dir=data)
+    ds = PreparedDataset(data / "ostia")
+    starts = ds.splits["test"]
+    source = _source_times(OSTIA)
+    opener = xr.open_zarr if fmt == "zarr" else xr.open_dataset
+    with opener(path) as f:
+        np.testing.assert_array_equal(f["time"].values, source[starts + 3])
+        np.testing.assert_array_equal(f["valid_time"].values, source[starts[:, None] + 4 + np.arange(4)])
+        assert (f["valid_time"].dt.hour == 12).any() and (f["valid_time"].dt.hour == 0).any()  # as in the file
+        assert f["time"].encoding["calendar"] == "gregorian"  # the file's own calendar name
+        np.testing.assert_array_equal(f["time"].dt.year, source[starts + 3].astype("datetime64[Y]").astype(int) + 1970)
+        first = str(source[starts[0] + 3])[:7]  # e.g. 2009-06: select by date as with any CF file
+        assert f.sel(time=first)["time"].size == 1
+        assert f["prediction_timedelta"].attrs["units"] == "months"
+        np.testing.assert_array_equal(f["prediction_timedelta"], [1, 2, 3, 4])
+        sst = f["surface_temperature"].values
+    land = ~ds.mask
+    assert land.sum() == 2055 and sst.shape == (len(starts), 4, 18, 432)
+    assert np.isnan(sst[..., land]).all() and np.isfinite(sst[..., ds.mask]).all()
+    scores = score_forecast(path, "o1", results_dir=results, data_dir=data)
+    for key in ("mse_per_pixel", "mae_per_pixel", "rmse_latweighted", "acc_latweighted", "mse_per_pixel_by_lead"):
+        assert scores[key] == metrics["test"][key], key  # land NaN changes no metric
+
+
+def _monthly_file(path: Path, units: str, calendar: str, n: int = 40) -> np.ndarray:
+    """Monthly means stamped mid-month at 12:00 on a small grid; returns the dates written."""
+    import warnings
+    dates = [cftime.datetime(1990 + (i // 12), i % 12 + 1, 15, 12, calendar=calendar, has_year_zero=True)
+             for i in range(n)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # cftime's CFWarning: a year-0 origin is what this file is about
+        values = cftime.date2num(dates, units, calendar, has_year_zero=True)
+    yy, xx = np.mgrid[0:8, 0:8]
+    field = 280 + 5 * np.sin(0.5 * xx + 0.3 * np.arange(n)[:, None, None]) + yy
+    xr.Dataset({"tas": (("time", "lat", "lon"), field.astype(np.float32), {"units": "K"})},
+               coords={"time": ("time", values, {"units": units, "calendar": calendar, "axis": "T"}),
+                       "lat": ("lat", np.linspace(40, 47, 8), {"units": "degrees_north"}),
+                       "lon": ("lon", np.linspace(0, 7, 8), {"units": "degrees_east"})}).to_netcdf(path)
+    return np.array(dates)
+
+
+def test_standard_calendar_with_a_year_zero_origin_keeps_its_calendar_and_decodes_quietly(tmp_path):
+    """`days since 0000-01-01` in the standard calendar (CF has no year 0 there): the forecast keeps
+    the calendar name and the mid-month 12:00 stamps, and reads back without a CFWarning."""
+    import warnings
+
+    from svqbench.data import prepare
+    dates = _monthly_file(tmp_path / "y0.nc", "days since 0000-01-01 00:00:00", "standard")
+    data, results = tmp_path / "data", tmp_path / "results"
+    prepare("netcdf", root=data, from_paths=[tmp_path / "y0.nc"], var=["tas"], output_name="y0", in_len=3,
+            out_len=2)
+    cfg = resolve(cli=dict(TINY, dataset="y0", hid_s=4, hid_t=8, codebook_size=16), data_dir=data)
+    run_experiment(cfg, results_dir=results, data_dir=data, run_id="y")
+    ds = PreparedDataset(data / "y0")
+    starts = ds.splits["test"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a CFWarning (or any other) fails the test
+        path, _ = predict_run("y", results_dir=results, data_dir=data)
+        with xr.open_dataset(path) as f:
+            assert f["time"].encoding["calendar"] == "standard"
+            want = [np.datetime64(f"{d.year:04d}-{d.month:02d}-{d.day:02d}T{d.hour:02d}") for d in dates[starts + 2]]
+            np.testing.assert_array_equal(f["time"].values, np.array(want, dtype="datetime64[ns]"))
+            assert (f["valid_time"].dt.hour == 12).all() and (f["valid_time"].dt.day == 15).all()
+
+
+def test_a_dataset_prepared_without_stored_times_is_refused_with_the_command_that_fixes_it(run, tmp_path, monkeypatch,
+                                                                                           capsys):
+    """An embedded dataset as an older svqbench prepared it (no times.npy): its times cannot be told,
+    so predict refuses and names the re-prepare command; re-preparing lets the same run predict."""
+    results, data = run
+    old = tmp_path / "data"
+    shutil.copytree(data, old)
+    meta = json.loads((old / "embedded" / "meta.json").read_text())
+    del meta["frame_times"]
+    (old / "embedded" / "meta.json").write_text(json.dumps(meta))
+    (old / "embedded" / "times.npy").unlink()
+    args = ["predict", "r1", "--out", str(tmp_path / "fc.nc"), "--results-dir", str(results), "--data-dir", str(old)]
+    code, _, err = cli(args, monkeypatch, capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "stores no frame times (prepared by an older svqbench); prepare it again with `svqbench prepare " \
+           "embedded`" in err
+    assert not (tmp_path / "fc.nc").exists()
+    from svqbench.data import prepare
+    prepare("embedded", root=old)
+    code, _, err = cli(args, monkeypatch, capsys)
+    assert code == 0, err
+
+
+# ---- killed mid-write, full disk (issue 19 items 12, 13) ----------------------------------------
+
+SLOW_PREDICT = """
+import sys, time
+import svqbench.predict as predict
+ready = sys.argv[1]
+for sink in (predict._NetCDF, predict._Zarr):
+    def write(self, row, block, real=sink.write):
+        real(self, row, block)
+        open(ready, "w").close()  # the temp file holds forecasts now
+        time.sleep(120)           # a slow disk: the test kills the process here
+    sink.write = write
+from svqbench.cli import main
+sys.argv = ["svqbench", *sys.argv[2:]]
+main()
+"""
+
+
+def _killed_mid_write(script: str, args: list[str], tmp_path: Path, signum: int):
+    """Start `svqbench ARGS` through `script` (which stalls after its first write), send `signum` once it
+    has written, and return the finished process (its stderr read)."""
+    import signal  # noqa: F401  (signum values)
+    import subprocess
+    import sys
+    import time
+    ready = tmp_path / "ready"
+    proc = subprocess.Popen([sys.executable, "-c", script, str(ready), *args], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not ready.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert ready.exists(), proc.communicate()[1] if proc.poll() is not None else "no write within 120 s"
+    proc.send_signal(signum)
+    proc.stderr_text = proc.communicate(timeout=60)[1]
+    ready.unlink()
+    return proc
+
+
+@pytest.mark.parametrize("fmt", ["nc", "zarr"])
+def test_a_killed_predict_leaves_a_temp_that_the_next_predict_removes(run, tmp_path, monkeypatch, capsys, fmt):
+    import signal
+    results, data = run
+    out = tmp_path / "out"
+    out.mkdir()
+    args = ["predict", "r1", "--out", str(out / f"fc.{fmt}"), "--results-dir", str(results), "--data-dir", str(data)]
+    proc = _killed_mid_write(SLOW_PREDICT, args, tmp_path, signal.SIGKILL)
+    assert proc.returncode == -signal.SIGKILL
+    assert sorted(p.name for p in out.iterdir()) == [f".fc.{fmt}.tmp-{proc.pid}"]  # what a SIGKILL leaves
+    code, _, err = cli(args, monkeypatch, capsys)
+    assert code == 0, err
+    assert sorted(p.name for p in out.iterdir()) == [f"fc.{fmt}"]  # the dead writer's temp is gone
+
+
+@pytest.mark.parametrize("fmt", ["nc", "zarr"])
+def test_sigterm_stops_predict_cleanly_and_keeps_the_earlier_forecast(run, tmp_path, fmt):
+    import signal
+    results, data = run
+    out = tmp_path / "out"
+    out.mkdir()
+    args = ["predict", "r1", "--split", "val", "--out", str(out / f"fc.{fmt}"), "--results-dir", str(results),
+            "--data-dir", str(data)]
+    predict_run("r1", out=out / f"fc.{fmt}", results_dir=results, data_dir=data)  # the earlier forecast (test)
+    proc = _killed_mid_write(SLOW_PREDICT, args, tmp_path, signal.SIGTERM)
+    err = proc.stderr_text.strip()
+    assert proc.returncode == 143 and err == "interrupted by SIGTERM: no forecast was written; an earlier file at " \
+                                             "that path is kept", err
+    assert sorted(p.name for p in out.iterdir()) == [f"fc.{fmt}"]
+    assert read_forecast(out / f"fc.{fmt}")[1]["svqbench_split"] == "test"
+
+
+FULL_DISK = 64 * 1024  # bytes a process may write per file: the coordinates fit, the forecasts do not
+
+
+def _small_disk():
+    """In the child: files larger than FULL_DISK fail with EFBIG, as on a full disk (no SIGXFSZ kill)."""
+    import resource
+    import signal
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (FULL_DISK, FULL_DISK))
+
+
+@pytest.mark.parametrize("fmt", ["nc", "zarr", "npy"])
+def test_predict_on_a_full_disk_is_one_line_exit_2_and_keeps_the_earlier_forecast(run, tmp_path, fmt):
+    import subprocess
+    import sys
+    results, data = run
+    out = tmp_path / "out"
+    out.mkdir()
+    path = out / f"fc.{fmt}"
+    predict_run("r1", split="val", out=path, results_dir=results, data_dir=data)
+    before = sorted(p.name for p in out.iterdir())
+    proc = subprocess.run([sys.executable, "-m", "svqbench", "predict", "r1", "--out", str(path), "--results-dir",
+                           str(results), "--data-dir", str(data)], capture_output=True, text=True,
+                          preexec_fn=_small_disk, timeout=300)
+    err = proc.stderr.strip()
+    assert proc.returncode == 2 and len(err.splitlines()) == 1 and err.startswith(f"error: cannot write {path}: "), err
+    assert sorted(p.name for p in out.iterdir()) == before  # no temp file left
+    assert read_forecast(path)[1]["svqbench_split"] == "val"  # the earlier forecast is whole

@@ -16,7 +16,8 @@ import zipfile
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
-from svqbench.data.checks import remove_stale_temps, unreadable
+from svqbench.atomic import remove_stale_temps
+from svqbench.data.checks import unreadable
 from svqbench.errors import UserError
 
 RECORD = ".extracted.json"

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import os
-import re
-import shutil
 import struct
 from pathlib import Path
 
@@ -98,26 +96,6 @@ def open_readable(path: Path, mode: str = "rb"):
         return open(path, mode)
     except PermissionError as e:
         raise unreadable(path, e) from None
-
-
-def remove_stale_temps(folder: Path) -> None:
-    """Delete `.NAME.tmp-PID` / `.NAME.old-PID` left in `folder` by a killed process (its PID is gone)."""
-    try:
-        entries = list(Path(folder).iterdir())
-    except OSError:
-        return
-    for p in entries:
-        m = re.fullmatch(r"\..+\.(?:tmp|old)-(\d+)", p.name)
-        if not m or int(m.group(1)) == os.getpid():
-            continue
-        try:
-            os.kill(int(m.group(1)), 0)
-            continue  # still running (maybe another prepare)
-        except ProcessLookupError:
-            pass
-        except (PermissionError, OverflowError):
-            continue
-        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
 
 
 _NC_TYPE_SIZE = {1: 1, 2: 1, 3: 2, 4: 4, 5: 4, 6: 8, 7: 1, 8: 2, 9: 4, 10: 8, 11: 8}

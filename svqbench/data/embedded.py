@@ -15,7 +15,7 @@ import numpy as np
 from svqbench.config import PAPER_T2M
 from svqbench.data import DatasetSpec
 from svqbench.data.download import sha256
-from svqbench.data.prepared import write_prepared
+from svqbench.data.prepared import FrameTimes, write_prepared
 from svqbench.errors import UserError
 from svqbench.models import ForecastShape
 
@@ -48,6 +48,8 @@ def _prepare(dest: Path, filename: str, scenario: str) -> Path:
         raise UserError(f"{path} not found; reinstall iris-sample-data")
     with xr.open_dataset(path, decode_times=xr.coders.CFDatetimeCoder(use_cftime=True)) as ds:
         da = ds["air_temperature"].transpose("time", "latitude", "longitude").load()
+        encoding = ds["time"].encoding  # the file's own time units and calendar, kept for forecasts
+    times = FrameTimes.encode(da["time"].values, encoding.get("units"), encoding.get("calendar"))
     years = np.array([t.year for t in da["time"].values])
     frames = da.values.astype(np.float32)[:, None]
     windows = {s: block_windows(years, a, b, IN_LEN + OUT_LEN) for s, (a, b) in BLOCKS.items()}
@@ -55,11 +57,11 @@ def _prepare(dest: Path, filename: str, scenario: str) -> Path:
         name=dest.name, description=f"annual-mean 1.5 m air temperature, North America, {scenario} scenario",
         channels=["air_temperature"], units=["K"], in_len=IN_LEN, out_len=OUT_LEN, step="1 year",
         grid={"lat": da["latitude"].values.astype(float).tolist(), "lon": da["longitude"].values.astype(float).tolist()},
-        times=[int(y) for y in years],
+        times={"first": str(da["time"].values[0]), "last": str(da["time"].values[-1]), "steps": len(years)},
         splits={s: {"years": list(b), "rule": "windows lie entirely inside the block"} for s, b in BLOCKS.items()},
         sources=[{"file": f"iris-sample-data/{filename}", "sha256": sha256(path)}],
     )
-    return write_prepared(dest, frames, windows, meta)
+    return write_prepared(dest, frames, windows, meta, times=times)
 
 
 def prepare_a1b(dest: Path) -> Path:

@@ -41,8 +41,9 @@ def _first_line(e: BaseException) -> str:
     return text.splitlines()[0] if text else type(e).__name__
 
 
-def _inputs(from_paths: list) -> list[Path]:
-    """Files and stores named by --from: paths, folders (their data files, sorted) and quoted globs."""
+def _inputs(from_paths: list, flag: str = "--from") -> list[Path]:
+    """Files and stores named by `flag` (--from; predict's --input): paths, folders (their data files,
+    sorted) and quoted globs."""
     out: list[Path] = []
     for spec in map(str, from_paths):
         path = Path(spec).expanduser()
@@ -53,17 +54,17 @@ def _inputs(from_paths: list) -> list[Path]:
             except PermissionError as e:
                 raise unreadable(path, e) from None
             if not found:
-                raise UserError(f"--from {path}: the folder holds no .nc, .grib or .zarr inputs")
+                raise UserError(f"{flag} {path}: the folder holds no .nc, .grib or .zarr inputs")
             out += found
         elif path.exists():
             out.append(path)
         elif any(c in spec for c in "*?["):
             found = sorted(Path(q) for q in glob.glob(os.path.expanduser(spec)))
             if not found:
-                raise UserError(f"--from {spec!r} matches no files")
+                raise UserError(f"{flag} {spec!r} matches no files")
             out += found
         else:
-            raise UserError(f"--from {path}: no such file or store")
+            raise UserError(f"{flag} {path}: no such file or store")
     return list(dict.fromkeys(out))
 
 
@@ -224,6 +225,14 @@ class _Source:
         self.channels, self.units = first.channels, first.units
         self.grid = first.shape[1:]
         self.dims, self.lat, self.lon = first.dims, first.lat, first.lon
+
+    def frame_times(self, dates: np.ndarray):
+        """`dates` as CF numbers in the first input's own time units and calendar (where those encode
+        them exactly): what prepare stores and forecasts write back."""
+        from svqbench.data.prepared import FrameTimes
+        da, t, _ = self.parts[0].arrays[0]
+        attrs = da[t].attrs if t in da.coords else {}
+        return FrameTimes.encode(dates, attrs.get("units"), attrs.get("calendar"))
 
     def part_of(self, i: int) -> _Part:
         return self.parts[int(np.searchsorted(self.offsets, i, side="right")) - 1]
@@ -409,7 +418,7 @@ def prepare(dest: Path, *, from_paths: list[Path] | None = None, var: list[str] 
             if factor:
                 meta["coarsen"] = {"factor": list(factor), "rule": "block mean over the valid cells",
                                    "dropped": [src.grid[0] % factor[0], src.grid[1] % factor[1]]}
-            return writer.finish(windows, meta, mask=mask)
+            return writer.finish(windows, meta, mask=mask, times=src.frame_times(dates))
 
 
 def _split_bounds(dates: np.ndarray, years: str | None, splits: str | None, where: str) -> dict[str, tuple[int, int]]:

@@ -8,6 +8,9 @@ A prepared dataset is a folder a user can open without svqbench:
                     which the *input* frames of every window are read (targets stay frames.npy)
   mask.npy          optional, named by meta["mask"]: (H, W) bool, True = valid grid cell
   climatology.npy   float32 (C, H, W): mean of the train frames per grid cell
+  times.npy         optional, named by meta["frame_times"]["file"]: float64 time of every frame, CF-encoded
+                    in meta["frame_times"]["units"] ("hours since 1970-01-01 00:00:00") and ["calendar"],
+                    the source's own where they encode its times exactly (FrameTimes)
   meta.json         kind (weather / traffic / video), channels, units, grid, times, in/out lengths,
                     split descriptions, train-only normalisation stats, source checksums
 A window starting at s is frames[s : s + in_len] -> frames[s + in_len : s + in_len + out_len].
@@ -29,7 +32,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from svqbench.atomic import CannotWrite, ensure_dir, write_json
+from svqbench.atomic import CannotWrite, ensure_dir, remove_stale_temps, write_json
 from svqbench.errors import UserError
 
 FORMAT_VERSION = 1
@@ -39,6 +42,57 @@ _CHUNK_BYTES = 16 << 20  # frames read per step when computing statistics (float
 
 def data_root(path: str | os.PathLike | None = None) -> Path:
     return Path(path or os.environ.get("SVQBENCH_DATA", "data"))
+
+
+@dataclass(frozen=True)
+class FrameTimes:
+    """The real time of every frame as CF numbers: `values` in `units` ("UNIT since DATE") of `calendar`.
+
+    Prepare stores them (times.npy) so that forecasts carry the source's own stamps: monthly means
+    stamped mid-month stay mid-month, a 360-day calendar stays 360-day."""
+    values: np.ndarray  # float64 (N,)
+    units: str
+    calendar: str
+
+    @classmethod
+    def encode(cls, dates, units: str | None = None, calendar: str | None = None) -> "FrameTimes":
+        """cftime `dates` in the source's `units` and `calendar` when those encode every date exactly
+        and as CF allows (no year-0 origin in a calendar without a year 0); else in whole days, hours,
+        minutes or seconds since the first date's midnight."""
+        import warnings
+
+        import cftime
+        dates = np.asarray(dates, dtype=object)
+        calendar = str(calendar or dates[0].calendar).strip().lower()
+        unit = str(units or "").partition(" since ")[0].strip().lower()
+        candidates = [units] if units and unit in ("seconds", "minutes", "hours", "days") else []
+        first = dates[0]
+        origin = f"{first.year:04d}-{first.month:02d}-{first.day:02d} 00:00:00"
+        candidates += [f"{u} since {origin}" for u in ("days", "hours", "minutes", "seconds")]
+        keys = _date_keys(dates)
+        for candidate in candidates:
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("error")  # cftime's CFWarning: an origin CF does not allow
+                    values = np.asarray(cftime.date2num(dates, candidate, calendar), dtype=np.float64)
+                    back = cftime.num2date(values, candidate, calendar, only_use_cftime_datetimes=True)
+            except (ValueError, TypeError, OverflowError, Warning):
+                continue
+            if np.array_equal(_date_keys(back), keys) and (candidate == units or (values == np.round(values)).all()):
+                return cls(values, candidate, calendar)
+        raise ValueError(f"cannot encode times {first} .. {dates[-1]} ({calendar}) as CF numbers")
+
+    def dates(self) -> np.ndarray:
+        """The frames' times as cftime dates in their calendar."""
+        import cftime
+        return np.asarray(cftime.num2date(self.values, self.units, self.calendar, only_use_cftime_datetimes=True),
+                          dtype=object)
+
+
+def _date_keys(dates) -> np.ndarray:
+    """Dates to the second as sortable integers (any calendar)."""
+    return np.array([((((d.year * 100 + d.month) * 100 + d.day) * 100 + d.hour) * 100 + d.minute) * 100 + d.second
+                     for d in dates], dtype=np.int64)
 
 
 class PreparedWriter:
@@ -64,7 +118,6 @@ class PreparedWriter:
         self.shape = (int(n_frames), int(channels), *map(int, grid))
         self.frame_bytes = int(np.prod(self.shape[1:])) * self.dtype.itemsize
         ensure_dir(self.dest.parent)
-        from svqbench.data.checks import remove_stale_temps
         remove_stale_temps(self.dest.parent)  # what a killed prepare left behind
         self.tmp = self.dest.with_name(f".{self.dest.name}.tmp-{os.getpid()}")
         shutil.rmtree(self.tmp, ignore_errors=True)
@@ -123,13 +176,17 @@ class PreparedWriter:
         block = self.read(start, stop)
         return block if self.frame_scale is None else block.astype(np.float32) * np.float32(self.frame_scale)
 
-    def finish(self, windows: dict[str, np.ndarray], meta: dict[str, Any], *, mask: np.ndarray | None = None) -> Path:
+    def finish(self, windows: dict[str, np.ndarray], meta: dict[str, Any], *, mask: np.ndarray | None = None,
+               times: FrameTimes | None = None) -> Path:
         """Statistics from the frames the train windows touch, then swap the folder into place.
 
         `mask` (H, W) bool, True = valid cell (e.g. ocean in an SST field): statistics use the valid
         cells only, masked cells are filled with each channel's train mean (0 after normalisation),
-        and the mask is saved as mask.npy (meta["mask"])."""
+        and the mask is saved as mask.npy (meta["mask"]). `times`: every frame's real time, saved as
+        times.npy (meta["frame_times"]: its file, units and calendar)."""
         n = self.shape[0]
+        if times is not None and len(times.values) != n:
+            raise ValueError(f"{len(times.values)} frame times for {n} frames")
         length = int(meta["in_len"]) + int(meta["out_len"])
         name = meta.get("name", self.dest.name)
         windows = {s: np.asarray(windows[s], dtype=np.int64) for s in SPLITS}
@@ -183,6 +240,9 @@ class PreparedWriter:
             meta["digest"] = self._digest(windows, meta)
             self.file.close()
             np.save(self.tmp / "climatology.npy", climatology)
+            if times is not None:
+                np.save(self.tmp / "times.npy", np.asarray(times.values, dtype=np.float64))
+                meta["frame_times"] = {"file": "times.npy", "units": times.units, "calendar": times.calendar}
             for split in SPLITS:
                 np.save(self.tmp / f"windows_{split}.npy", windows[split])
             write_json(self.tmp / "meta.json", meta)
@@ -236,14 +296,15 @@ class _TrainStats:
         return self.mean, np.sqrt(self.m2 / self.count), (self.cell_sum / self.n_frames).astype(np.float32)
 
 
-def write_prepared(dest: Path, frames: np.ndarray, windows: dict[str, np.ndarray], meta: dict[str, Any]) -> Path:
+def write_prepared(dest: Path, frames: np.ndarray, windows: dict[str, np.ndarray], meta: dict[str, Any], *,
+                   times: FrameTimes | None = None) -> Path:
     """Write in-memory float frames (small sources); large sources use PreparedWriter directly."""
     frames = np.asarray(frames, dtype=np.float32)
     if frames.ndim != 4:
         raise ValueError(f"frames must be (N, C, H, W), got shape {frames.shape}")
     with PreparedWriter(dest, len(frames), frames.shape[1], frames.shape[2:]) as writer:
         writer.write(0, frames, source=meta.get("name", Path(dest).name))
-        return writer.finish(windows, meta)
+        return writer.finish(windows, meta, times=times)
 
 
 @dataclass
@@ -306,6 +367,23 @@ class PreparedDataset:
     @property
     def grid(self) -> tuple[int, int]:
         return tuple(self.frames.shape[2:])
+
+    @functools.cached_property
+    def times(self) -> FrameTimes | None:
+        """Every frame's real time as prepare stored it (times.npy); None when the dataset stores none
+        (no calendar times, or prepared before svqbench stored them)."""
+        described = self.meta.get("frame_times")
+        if not isinstance(described, dict) or not described.get("file"):
+            return None
+        hint = f"run `svqbench prepare {self.path.name}` to (re)build it"
+        try:
+            values = np.load(self.path / Path(described["file"]).name)
+        except (OSError, ValueError, EOFError) as e:
+            raise UserError(f"prepared dataset {self.path}: cannot read its frame times ({e}); {hint}") from None
+        if values.shape != (len(self.frames),) or not np.isfinite(values).all():
+            raise UserError(f"prepared dataset {self.path}: {described['file']} does not hold one time per frame; "
+                            f"{hint}")
+        return FrameTimes(values.astype(np.float64), str(described["units"]), str(described["calendar"]))
 
     def _physical(self, stored: np.ndarray) -> np.ndarray:
         if self.frame_scale is None:
