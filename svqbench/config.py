@@ -97,6 +97,13 @@ class RunConfig:
     max_val_windows: int = _opt(0, "validate on this many evenly spaced windows (0 = all)")
     # training-time noise injection (Table 5): fraction of input elements multiplied by U(-2, 2)
     noise: float = _opt(0.0, "training-time noise: fraction eta of input elements multiplied by U(-2, 2) (Table 5)")
+    # weather evaluation (docs/metrics.md): what ACC and the climatology forecast are measured against,
+    # and the regions scored besides the whole grid; neither changes training
+    climatology: str = _opt("seasonal", "weather scores: seasonal (day of year [x time of day] or month of year, "
+                                        "train split, WeatherBench 2 smoothing) or static (one train mean per cell)")
+    regions: str = _opt("wb2", "weather scores: regions besides the whole grid: wb2 (its latitude bands), a band "
+                               "name, NAME=LAT0,LAT1[,LON0,LON1], NAME=MASK.npy|.nc, or none; several separated "
+                               "by spaces or ';'")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -114,6 +121,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "mau_cell_mode": ("normal", "residual"),
     "mau_model_mode": ("normal", "recall"),
     "prednet_weight_mode": ("L_0", "L_all"),
+    "climatology": ("seasonal", "static"),
 }
 
 
@@ -338,3 +346,5 @@ def validate(cfg: RunConfig) -> None:
     check_quantizer_fields(cfg)
     if cfg.hid_s % 2:
         raise UserError(f"hid-s must be even (GroupNorm with 2 groups), got {cfg.hid_s}")
+    from svqbench.regions import parse_regions
+    parse_regions(cfg.regions)  # its syntax now; whether each region holds cells of the grid, before training

@@ -24,7 +24,7 @@ from svqbench.data.prepared import open_prepared
 from svqbench.device import check_device
 from svqbench.distributed import DistContext, from_environment, shutdown
 from svqbench.errors import RunFailed, UserError
-from svqbench.evaluate import PER_WINDOW, check_finite, evaluate_model, evaluate_references
+from svqbench.evaluate import PER_WINDOW, check_evaluation, check_finite, evaluate_model, evaluate_references
 from svqbench.data import dataset_names, dataset_spec
 from svqbench.models import build_model, check_model_size
 from svqbench.quantizers.analysis import LEADERBOARD_KEYS, usage_on_split
@@ -66,6 +66,7 @@ def _run(cfg: RunConfig, *, results_dir: Path, data_dir, run_id, device: str, re
     if ds is None:
         ds = open_prepared(cfg.dataset, data_dir, auto_prepare=False)
     check_model_size(cfg, ds)
+    check_evaluation(cfg, ds)  # a --regions box with no cell of this grid: one line, before training
     memory.check_run(cfg, ds, device, options, dist.world_size)  # before any folder or batch: one line if it cannot fit
     run_id = dist.broadcast(run_id or default_run_id(cfg))
     if options.resume:
@@ -121,7 +122,7 @@ def _run(cfg: RunConfig, *, results_dir: Path, data_dir, run_id, device: str, re
         raise
     if not dist.is_main:
         return {}
-    refs = evaluate_references(ds, split="test")
+    refs = evaluate_references(ds, split="test", cfg=cfg)
     usage = usage_on_split(model, ds, cfg, split="test", device=dev)  # {} without a codebook
     train_aux = next((r.get("aux_loss") for r in result.log if r["epoch"] == result.best_epoch), None)
     metrics = {"run_id": run_id, "status": "finished", "split": "test", "checkpoint": "best.pt",

@@ -19,7 +19,12 @@ Conventions (named so nobody confuses them):
   for every forecast (window, lead time, channel) sum(w f' o') / sqrt(sum(w f'^2) sum(w o'^2)) over
   the (valid) grid, uncentered, w the latitude weights (1 without latitudes); then the mean over
   forecasts. A forecast with no anomaly (f' = 0 everywhere, e.g. the climatology itself) has no
-  ACC and is left out; if no forecast has one the value is None.
+  ACC and is left out; if no forecast has one the value is None. The climatology is static (one
+  map) or seasonal (a map per window and lead, given to `update`): svqbench.climatology.
+- Regions (svqbench.regions): `<metric>_<region>` for rmse_latweighted and acc_latweighted
+  (rmse_per_pixel and acc_unweighted without latitudes), overall and `_by_lead`; within a region
+  each cell is weighted by the region's WeatherBench 2 weights (cos(lat) normalised over the
+  region's valid cells), so a region's RMSE is sqrt(mean over forecasts of sum(w e^2) / sum(w)).
 - Masks ((H, W), True = valid cell): every per-pixel sum runs over valid cells only and counts them.
 - `ssim`: skimage's `structural_similarity(data_range=1, channel_axis=...)` of each frame on
   [0, 1]-clipped data (7 x 7 uniform window, sample covariance, K1 0.01, K2 0.03), averaged over
@@ -200,11 +205,15 @@ class ErrorAccumulator:
     every sum to the valid cells and counts only them.
     """
     summed_fields = ("sq", "abs", "err", "sq_lat", "abs_lat", "err_lat", "acc_sum", "acc_count", "pixels", "frames",
-                     "frame_values")  # additive state (distributed.reduce_accumulator)
+                     "frame_values", "sq_region", "acc_sum_region",
+                     "acc_count_region")  # additive state (distributed.reduce_accumulator)
 
     def __init__(self, out_len: int, lat_degrees: np.ndarray | None = None, *, per_frame: bool = False,
                  lat2d: np.ndarray | None = None, mask: np.ndarray | None = None,
-                 climatology: np.ndarray | None = None, keep_windows: bool = False):
+                 climatology: np.ndarray | None = None, keep_windows: bool = False,
+                 regions: dict[str, np.ndarray] | None = None):
+        """`climatology` (C, H, W): a static climatology for ACC (a seasonal one goes to `update`);
+        `regions`: name -> (H, W) region weights (svqbench.regions.region_weights), weather only."""
         self.out_len, self.per_frame, self.keep_windows = out_len, per_frame, keep_windows
         self.lat_w = None if lat_degrees is None else torch.from_numpy(latitude_weights(lat_degrees))
         self.mask = None if mask is None or np.asarray(mask).all() else torch.from_numpy(np.asarray(mask, dtype=bool))
@@ -217,6 +226,7 @@ class ErrorAccumulator:
         else:  # rows only: (H, 1) broadcast, the very numbers of the unmasked 1-D case
             self.w = None if self.lat_w is None else self.lat_w[:, None]
         self.climatology = None if climatology is None else torch.from_numpy(np.asarray(climatology, np.float64))
+        self.acc_scored = climatology is not None  # a climatology came with the construction or any update
         self.sq = self.abs = self.err = None       # (T, C) sums, allocated at the first batch
         self.sq_lat = self.abs_lat = self.err_lat = None
         self.acc_sum = self.acc_count = None       # (T, C): sum of per-forecast ACCs, forecasts that have one
@@ -224,9 +234,16 @@ class ErrorAccumulator:
         self.frames = 0                            # per lead time
         self.frame_values = 0                      # frames x C x H x W, per lead time
         self.window_sq, self.window_abs = [], []   # per window (keep_windows): sums over T x C x valid cells
+        self.region_names = list(regions or {})
+        self.region_w = None if not self.region_names else torch.from_numpy(
+            np.stack([np.asarray(regions[r], np.float64).reshape(-1) for r in self.region_names]).T.copy())  # (HW, R)
+        self.region_cells = None if self.region_w is None else (self.region_w > 0).sum(0).double()  # (R,)
+        self.sq_region = self.acc_sum_region = self.acc_count_region = None  # (T, C, R)
 
     @torch.no_grad()
-    def update(self, pred: torch.Tensor, true: torch.Tensor) -> None:
+    def update(self, pred: torch.Tensor, true: torch.Tensor, climatology: torch.Tensor | None = None) -> None:
+        """`climatology`: the climatology at every target frame, (B, T, C, H, W) like `true`
+        (a seasonal one); None uses the static one given at construction."""
         if pred.shape != true.shape or pred.dim() != 5 or pred.shape[1] != self.out_len:
             raise ValueError(f"expected pred and true of shape (B, {self.out_len}, C, H, W), "
                              f"got {tuple(pred.shape)} and {tuple(true.shape)}")
@@ -237,12 +254,22 @@ class ErrorAccumulator:
             self.sq, self.abs, self.err = (torch.zeros(t, c, dtype=torch.float64) for _ in range(3))
             self.sq_lat, self.abs_lat, self.err_lat = (torch.zeros(t, c, dtype=torch.float64) for _ in range(3))
             self.acc_sum, self.acc_count = (torch.zeros(t, c, dtype=torch.float64) for _ in range(2))
+            if self.region_w is not None:
+                self.sq_region, self.acc_sum_region, self.acc_count_region = (
+                    torch.zeros(t, c, len(self.region_names), dtype=torch.float64) for _ in range(3))
+        if climatology is not None and tuple(climatology.shape) != tuple(pred.shape):
+            raise ValueError(f"climatology of shape {tuple(climatology.shape)} does not fit forecasts of shape "
+                             f"{tuple(pred.shape)}")
         weather = not self.per_frame
+        self.acc_scored = self.acc_scored or (weather and climatology is not None)
+        regions = weather and self.region_w is not None
         for i in range(b):  # one sample at a time: ~6x faster than whole batches (cache), same sums
             err = pred[i].double() - true[i].double()
             if self.valid is not None:
                 err.mul_(self.valid)  # masked cells contribute nothing
             sq = err.square()
+            if regions:  # before sq is weighted in place below
+                self.sq_region += sq.reshape(t, c, h * w) @ self.region_w
             sq_sum, abs_err = sq.sum((2, 3)), err.abs()
             abs_sum = abs_err.sum((2, 3))
             self.sq += sq_sum
@@ -257,15 +284,16 @@ class ErrorAccumulator:
                     self.abs_lat += abs_err.mul_(self.w).sum((2, 3))
                     self.err_lat += (err * self.w).sum((2, 3))
                 self.sq_lat += sq.mul_(self.w).sum((2, 3))
-            if weather and self.climatology is not None:
-                self._add_acc(pred[i].double(), true[i].double())
+            clim = self.climatology if climatology is None else climatology[i].double()
+            if weather and clim is not None:
+                self._add_acc(pred[i].double(), true[i].double(), clim)
         self.pixels += b * (h * w if self.valid_cells is None else self.valid_cells)
         self.frames += b
         self.frame_values += b * c * h * w
 
-    def _add_acc(self, pred: torch.Tensor, true: torch.Tensor) -> None:
+    def _add_acc(self, pred: torch.Tensor, true: torch.Tensor, climatology: torch.Tensor) -> None:
         """Uncentered, weighted anomaly correlation of each (lead, channel) map of one window."""
-        fa, oa = pred - self.climatology, true - self.climatology
+        fa, oa = pred - climatology, true - climatology
         weight = self.w if self.w is not None else self.valid  # None: every cell counts once
         wfa = fa if weight is None else fa * weight
         cross, f2 = (wfa * oa).sum((2, 3)), (wfa * fa).sum((2, 3))
@@ -274,6 +302,17 @@ class ErrorAccumulator:
         acc = cross / (f2 * o2).sqrt()
         self.acc_sum += torch.where(defined, acc, torch.zeros_like(acc))
         self.acc_count += defined.double()
+        if self.region_w is not None:  # the same per region, with the region's weights: (T, C, R)
+            t, c = fa.shape[:2]
+            fa, oa = fa.reshape(t, c, -1), oa.reshape(t, c, -1)
+            if self.valid is not None:  # masked cells carry no anomaly (their region weight is 0 too)
+                valid = self.valid.reshape(-1)
+                fa, oa = fa * valid, oa * valid
+            cross, f2, o2 = (fa * oa) @ self.region_w, fa.square() @ self.region_w, oa.square() @ self.region_w
+            defined = (f2 > 0) & (o2 > 0)
+            acc = cross / (f2 * o2).sqrt()
+            self.acc_sum_region += torch.where(defined, acc, torch.zeros_like(acc))
+            self.acc_count_region += defined.double()
 
     def window_errors(self) -> tuple[np.ndarray, np.ndarray]:
         """(mse, mae) per pixel of every window scored (keep_windows), in the order they came."""
@@ -348,7 +387,13 @@ class ErrorAccumulator:
             add("bias_latweighted", self.err_lat / n)
             if channels > 1:
                 out["rmse_latweighted_by_lead_by_channel"] = (self.sq_lat / n).sqrt().tolist()
-        if self.climatology is not None:
+        if self.region_w is not None:
+            rmse_name = "rmse_latweighted" if self.w is not None else "rmse_per_pixel"
+            per_cell = self.sq_region / (self.frames * self.region_cells)  # (T, C, R) region-weighted means
+            for r, region in enumerate(self.region_names):
+                out[f"{rmse_name}_{region}"] = math.sqrt(float(per_cell[:, :, r].mean()))
+                out[f"{rmse_name}_{region}_by_lead"] = per_cell[:, :, r].mean(1).sqrt().tolist()
+        if self.acc_scored:
             name = "acc_latweighted" if self.w is not None else "acc_unweighted"
 
             def ratio(total: torch.Tensor, count: torch.Tensor):
@@ -365,6 +410,10 @@ class ErrorAccumulator:
             if channels > 1:
                 out[f"{name}_by_channel"] = ratio(self.acc_sum.sum(0), self.acc_count.sum(0))
                 out[f"{name}_by_lead_by_channel"] = ratio(self.acc_sum, self.acc_count)
+            for r, region in enumerate(self.region_names):
+                out[f"{name}_{region}"] = ratio(self.acc_sum_region[:, :, r].sum(), self.acc_count_region[:, :, r].sum())
+                out[f"{name}_{region}_by_lead"] = ratio(self.acc_sum_region[:, :, r].sum(1),
+                                                        self.acc_count_region[:, :, r].sum(1))
         return out
 
 
