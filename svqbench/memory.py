@@ -7,17 +7,18 @@ peak. The copy lives on the `meta` device, so nothing is allocated or computed a
 same at any batch (a model that cannot run there, e.g. one that calls .item(), is traced on the CPU
 at the trial batches). Two trial batches give the bytes per sample and the fixed part; Adam's two
 state tensors per trainable parameter (present during every step after the first) and the weights
-themselves are added by their size. What is traced is tensors only: kernels' scratch space (e.g. a CPU
-convolution's unfolded input) and the allocator's rounding are not, nor the process's other memory:
-at batch 16 the torch profiler's replay of every CPU allocation reads 5% above the trace on the
+themselves are added by their size. What is traced is tensors only: kernels' scratch space (e.g.
+a CPU convolution's unfolded input) and the allocator's rounding are not, nor the process's other
+memory: at batch 16 the torch profiler's replay of every CPU allocation reads 5% above the trace on the
 default quick model and 13% above it on a tiny one (tests/test_memory.py), so a batch fits when its
 estimate is at most FIT_FRACTION of the available memory. The estimate is fp32; under bf16/fp16
 autocast (which the meta device does not apply) activations are smaller and nothing is refused.
 
 Available memory: on the CPU MemAvailable (/proc/meminfo), lowered to the room under a cgroup
 memory limit (v2 memory.max or v1 memory.limit_in_bytes of this process's cgroup and its parents);
-on a GPU its free memory; SVQBENCH_MEMORY_LIMIT (GiB) caps either. An address-space limit (ulimit -v) is not memory and is not read: an
-allocation it refuses, like any other out-of-memory inside the loop, becomes `OutOfMemory`.
+on a GPU its free memory; SVQBENCH_MEMORY_LIMIT (GiB) caps either. An address-space limit
+(ulimit -v) is not memory and is not read: an allocation it refuses, like any other out-of-memory
+inside the loop, becomes `OutOfMemory`.
 """
 from __future__ import annotations
 
@@ -44,7 +45,8 @@ class OutOfMemory(RunFailed):
     """An allocation failed inside the training loop (CPU or CUDA)."""
 
     def __init__(self, batch_size: int, error: BaseException):
-        self.batch_size, self.error = batch_size, f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+        first = str(error).splitlines()[0] if str(error) else ""
+        self.batch_size, self.error = batch_size, f"{type(error).__name__}: {first}"
         super().__init__(f"out of memory at batch size {batch_size}; lower --batch-size")
 
     def record(self) -> dict:
