@@ -142,3 +142,30 @@ def test_embedded_references_equal_the_scores_library(embedded_root):
                 "bias_per_pixel", "rmse_latweighted_by_lead", "acc_latweighted_by_lead", "mae_latweighted_by_lead"):
         np.testing.assert_allclose(stored[key], theirs[key], rtol=0, atol=1e-12, err_msg=key)
     assert float(np.sqrt(theirs["mse_per_pixel"])) == pytest.approx(stored["rmse_per_pixel"], rel=1e-9)
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_regional_rmse_equals_the_scores_library(masked):
+    """Regional RMSE against `scores`' weighted RMSE with WeatherBench 2's region weights: cos(lat)
+    times the region's indicator (its ExtraTropicalRegion), masked cells NaN."""
+    from svqbench.regions import parse_regions, region_mask, region_weights
+    pred, true, clim = synthetic(seed=5)
+    h, w = pred.shape[-2:]
+    lat, lon = np.linspace(-80, 80, h), np.arange(w) * 45.0
+    mask = None
+    if masked:
+        mask = np.ones((h, w), bool)
+        mask[3, 1:4] = False
+    specs = parse_regions("wb2 box=-40,40,300,90")
+    insides = {r.name: region_mask(r, (h, w), lat=lat, lon=lon) for r in specs}
+    acc = ErrorAccumulator(pred.shape[1], lat, mask=mask, climatology=clim,
+                           regions={n: region_weights(m, lat=lat, valid=mask) for n, m in insides.items()})
+    for lo in range(0, len(pred), 4):
+        acc.update(torch.from_numpy(pred[lo: lo + 4]), torch.from_numpy(true[lo: lo + 4]))
+    mine = acc.result()
+    f, o = as_xr(pred), as_xr(true, mask)
+    for name, inside in insides.items():
+        weights = xr.DataArray(create_latitude_weights(lat)[:, None] * inside, dims=("lat", "lon"))
+        assert mine[f"rmse_latweighted_{name}"] == pytest.approx(float(rmse(f, o, weights=weights)), rel=1e-12), name
+        np.testing.assert_allclose(mine[f"rmse_latweighted_{name}_by_lead"],
+                                   rmse(f, o, weights=weights, preserve_dims=["lead"]).values, rtol=1e-12, err_msg=name)

@@ -172,3 +172,125 @@ def test_video_results_gain_no_weather_keys():
     pred, true = rng.random((2, 2, 3, 8, 8)), rng.random((2, 2, 3, 8, 8))
     r = accumulate(pred, true, per_frame=True).result()
     assert not any(k.startswith(("bias", "acc", "rmse_mean_over")) for k in r)
+
+
+# ---- regions (svqbench.regions) ------------------------------------------------------------------
+
+def regional_reference(pred, true, clim, lat, lon, select) -> dict[str, np.ndarray]:
+    """RMSE and ACC over one region with xarray's own weighted means (cos(lat) weights over the cells
+    `select` keeps, WeatherBench 2's SliceRegion), independent of svqbench.regions."""
+    import xarray as xr
+    dims = ("window", "lead", "channel", "lat", "lon")
+    f, o, c = (xr.DataArray(a, dims=dims[-a.ndim:], coords={"lat": lat, "lon": lon}) for a in (pred, true, clim))
+    f, o, c = select(f), select(o), select(c)
+    w = np.cos(np.deg2rad(f["lat"]))
+    mse = ((f - o) ** 2).weighted(w).mean(("lat", "lon"))  # (window, lead, channel)
+    fa, oa = f - c, o - c
+    acc = (fa * oa).weighted(w).mean(("lat", "lon")) / np.sqrt(
+        (fa ** 2).weighted(w).mean(("lat", "lon")) * (oa ** 2).weighted(w).mean(("lat", "lon")))
+    return {"rmse": np.sqrt(float(mse.mean())), "rmse_by_lead": np.sqrt(mse.mean(("window", "channel")).values),
+            "acc": float(acc.mean()), "acc_by_lead": acc.mean(("window", "channel")).values}
+
+
+def regional_scores(pred, true, clim, lat, lon, spec, mask=None) -> dict:
+    from svqbench.regions import parse_regions, region_mask, region_weights
+    h, w = pred.shape[-2:]
+    weights = {r.name: region_weights(region_mask(r, (h, w), lat=lat, lon=lon), lat=lat, valid=mask)
+               for r in parse_regions(spec)}
+    return accumulate(pred, true, 2, 5, lat=lat, climatology=clim, mask=mask, regions=weights).result()
+
+
+def test_regional_rmse_and_acc_equal_xarray(weather):
+    pred, true, clim, _ = weather
+    lat, lon = np.array([-70.0, -20.0, 0.0, 20.0, 50.0]), np.arange(7) * 50.0  # rows on the band edges
+    r = regional_scores(pred, true, clim, lat, lon, "wb2 box=-30,60,300,60")
+    cases = {
+        "tropics": lambda a: a.sel(lat=slice(-20, 20)),                     # bounds inclusive, as WB2
+        "extratropics": lambda a: a.where((abs(a["lat"]) >= 20), drop=True),
+        "northern_extratropics": lambda a: a.sel(lat=slice(20, 90)),
+        "southern_extratropics": lambda a: a.sel(lat=slice(-90, -20)),
+        "box": lambda a: a.sel(lat=slice(-30, 60)).where((a["lon"] >= 300) | (a["lon"] <= 60), drop=True),
+    }
+    for name, select in cases.items():
+        ref = regional_reference(pred, true, clim, lat, lon, select)
+        assert r[f"rmse_latweighted_{name}"] == pytest.approx(ref["rmse"], rel=1e-12), name
+        np.testing.assert_allclose(r[f"rmse_latweighted_{name}_by_lead"], ref["rmse_by_lead"], rtol=1e-12, err_msg=name)
+        assert r[f"acc_latweighted_{name}"] == pytest.approx(ref["acc"], rel=1e-12), name
+        np.testing.assert_allclose(r[f"acc_latweighted_{name}_by_lead"], ref["acc_by_lead"], rtol=1e-12, err_msg=name)
+    # the regions differ from each other and from the whole grid (the comparison is sharp)
+    values = [r["rmse_latweighted"]] + [r[f"rmse_latweighted_{n}"] for n in cases]
+    assert len({round(v, 9) for v in values}) == len(values)
+    # existing keys are untouched by regions: the same numbers as without them
+    plain = accumulate(pred, true, 2, 5, lat=lat, climatology=clim).result()
+    assert {k: v for k, v in r.items() if k in plain} == plain
+
+
+def test_regions_with_a_mask_count_valid_cells_only(weather):
+    pred, true, clim, _ = weather
+    lat, lon = np.array([-70.0, -20.0, 0.0, 20.0, 50.0]), np.arange(7) * 50.0
+    mask = np.ones((5, 7), bool)
+    mask[3, 2:5] = False
+    r = regional_scores(pred, true, clim, lat, lon, "northern_extratropics", mask=mask)
+    import xarray as xr
+    valid = xr.DataArray(mask, dims=("lat", "lon"), coords={"lat": lat, "lon": lon})
+    ref = regional_reference(np.where(mask, pred, np.nan), np.where(mask, true, np.nan), clim, lat, lon,
+                             lambda a: a.sel(lat=slice(20, 90)).where(valid.sel(lat=slice(20, 90))))
+    assert r["rmse_latweighted_northern_extratropics"] == pytest.approx(ref["rmse"], rel=1e-12)
+    assert r["acc_latweighted_northern_extratropics"] == pytest.approx(ref["acc"], rel=1e-12)
+
+
+def test_region_mask_files_and_lon_wrap_pick_the_same_cells(tmp_path):
+    from svqbench.regions import parse_regions, region_mask
+    lat, lon = np.array([-70.0, -20.0, 0.0, 20.0, 50.0]), np.arange(7) * 50.0
+    (box,) = parse_regions("box=-30,60,-60,60")  # -60 = 300 E: across the 0/360 meridian
+    inside = region_mask(box, (5, 7), lat=lat, lon=lon)
+    assert inside.sum() == 4 * 3 and inside[:, [0, 1, 6]].all(axis=1)[1:].all() and not inside[0].any()
+    np.save(tmp_path / "m.npy", inside)
+    (from_file,) = parse_regions(f"m={tmp_path / 'm.npy'}")
+    np.testing.assert_array_equal(region_mask(from_file, (5, 7)), inside)
+    import xarray as xr
+    xr.Dataset({"m": (("y", "x"), inside.astype("int8"))}).to_netcdf(tmp_path / "m.nc")
+    (nc,) = parse_regions(f"m={tmp_path / 'm.nc'}")
+    np.testing.assert_array_equal(region_mask(nc, (5, 7)), inside)
+    from svqbench.errors import UserError
+    with pytest.raises(UserError, match=r"has shape \(5, 7\), the grid is \(4, 7\)"):
+        region_mask(from_file, (4, 7))
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("box=10,0", "LAT0 <= LAT1"), ("box=1,2,3", "NAME=LAT0,LAT1"), ("Box=0,1", "bad region name"),
+    ("tropics=0,10", "bad region name"), ("atlantis", "unknown region 'atlantis'"), ("a=0,1 a=2,3", "given twice")])
+def test_bad_region_specs_are_one_line_errors(spec, message):
+    from svqbench.errors import UserError
+    from svqbench.regions import parse_regions
+    with pytest.raises(UserError, match=message) as info:
+        parse_regions(spec)
+    assert "\n" not in str(info.value)
+
+
+def test_empty_regions_refused_when_named_left_out_when_implied(embedded_root):
+    """The embedded grid is 15-60 N: WB2's southern band holds none of it."""
+    from svqbench.data.prepared import open_prepared
+    from svqbench.errors import UserError
+    from svqbench.evaluate import regions_for
+    ds = open_prepared("embedded", embedded_root, auto_prepare=False)
+    weights, described = regions_for(ds, "wb2")
+    assert set(weights) == {"tropics", "extratropics", "northern_extratropics"}
+    assert described["southern_extratropics"] == {"definition": "lat -90..-20", "scored": False,
+                                                  "reason": "no cell of the grid lies in it"}
+    assert described["tropics"]["cells"] == 5 * 49  # rows 15, 16.25, 17.5, 18.75, 20
+    for spec in ("southern_extratropics", "arctic=70,90", "pacific=20,40,100,180"):
+        with pytest.raises(UserError, match="holds no cell of the grid of dataset embedded") as info:
+            regions_for(ds, spec)
+        assert "\n" not in str(info.value)
+
+
+def test_run_with_an_empty_region_is_refused_before_training(embedded_root, tmp_path, monkeypatch, capsys):
+    from helpers import cli
+    monkeypatch.setenv("SVQBENCH_DATA", str(embedded_root))
+    results = tmp_path / "results"
+    code, _, err = cli(["run", "--dataset", "embedded", "--epochs", "1", "--regions", "arctic=70,90",
+                        "--results-dir", str(results)], monkeypatch, capsys)
+    assert code == 2
+    assert err.strip().count("\n") == 0 and "region arctic (lat 70..90) holds no cell" in err
+    assert not results.exists() or not any(results.iterdir())  # nothing trained, nothing written
