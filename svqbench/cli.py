@@ -368,6 +368,23 @@ def print_scorecards(board) -> None:
         print_table(table)
 
 
+def print_region_tables(board, *, warn=_warn) -> None:
+    """`compare`: each weather dataset's test RMSE and ACC over the whole grid and every region."""
+    from rich.table import Table
+
+    from svqbench.results import region_table
+    for card in region_table(board, warn=warn):
+        t = card["table"]
+        digest = f" data {card['data_digest'][7:19]}" if card["data_digest"] else ""
+        unit = f", RMSE in {card['units']}" if card.get("units") else ""
+        table = Table("run", *t.columns, title=f"{card['dataset']}{digest} — test RMSE and ACC by region "
+                                               f"(ACC vs the {card['climatology']} climatology{unit})")
+        for run, values in t.iterrows():
+            name = f"{run} (reference)" if run in card["references"] else str(run)
+            table.add_row(name, *("" if v != v else f"{v:.4g}" for v in values))
+        print_table(table)
+
+
 @app.command()
 def compare(directory: Path = typer.Argument(Path("results"), help="results folder or a leaderboard CSV"),
             csv: Optional[Path] = typer.Option(None, "--csv", help="also write the table as CSV"),
@@ -432,6 +449,7 @@ def compare(directory: Path = typer.Argument(Path("results"), help="results fold
                           pct("mse"), pct("mae"),
                           *("" if r[c] != r[c] else r[c] if isinstance(r[c], str) else f"{r[c]:.4g}" for c in usage))
         print_table(table)
+    print_region_tables(board, warn=(lambda _: None) if scorecard else _warn)  # the scorecard names the same files
     for warning in table_df.attrs.get("warnings", []):
         err_console.print(f"warning: {warning}", markup=False, highlight=False, soft_wrap=True)
     if csv:

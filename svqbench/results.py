@@ -498,41 +498,16 @@ def scorecard(board: pd.DataFrame, metrics: tuple = SCORECARD_METRICS, *,
     run's). Runs without metrics.json or of another kind are left out; a metrics.json that cannot be
     read gets one `warn` call naming it (default: warnings.warn) and is left out. Returns dicts
     with dataset, data_digest, metric, step (the data's time step, when recorded), units (of the
-    metric, from the leaderboard; None for ACC or when unknown), references and table."""
-    warn = warn or _warn
-    if "run_id" not in board.columns or "run_dir" not in board.columns:
-        return []
-    groups: dict[tuple, list] = {}
-    for _, row in board.iterrows():
-        path = Path(str(row["run_dir"])) / "metrics.json"
-        run_dir = path.parent
-        if not path.exists():
-            continue
-        try:
-            saved = json.loads(path.read_text())
-            test = saved["test"]
-        except OSError as e:
-            warn(f"{path} cannot be read ({e.strerror or e}); run {row['run_id']} is left out of the scorecard")
-            continue
-        except (ValueError, KeyError, TypeError) as e:
-            why = "is not valid JSON" if isinstance(e, ValueError) else "holds no test metrics"
-            warn(f"{path} {why}; run {row['run_id']} is left out of the scorecard")
-            continue
-        if not isinstance(test, dict) or (test.get("metric_set") or {}).get("kind", "weather") != "weather":
-            continue
-        try:
-            step = (json.loads((run_dir / "config.json").read_text()).get("dataset_meta") or {}).get("step")
-        except (OSError, ValueError, AttributeError):
-            step = None
-        digest = row.get("data_digest")
-        key = (str(row.get("dataset")), "" if digest is None or digest != digest else str(digest))
-        units = row.get("units")
-        groups.setdefault(key, []).append((str(row["run_id"]), saved, step, units if isinstance(units, str) else None))
+    metric, from the leaderboard; None for ACC or when unknown), references and table. After
+    `metrics`, one RMSE and one ACC card per region the first run was scored on (metric
+    `rmse_latweighted_<region>` etc., svqbench.regions)."""
     cards = []
-    for (dataset, digest), runs in sorted(groups.items()):
+    for (dataset, digest), runs in sorted(_weather_runs(board, warn, 'the scorecard').items()):
         first = runs[0][1]
         channels = (first["test"].get("metric_set") or {}).get("channels") or []
-        for choices in metrics:
+        regional = tuple(((f"rmse_latweighted_{r}", f"rmse_per_pixel_{r}"), (f"acc_latweighted_{r}", f"acc_unweighted_{r}"))
+                         for r in scored_regions(first["test"]))
+        for choices in tuple(metrics) + tuple(c for pair in regional for c in pair):
             metric = next((m for m in choices if f"{m}_by_lead" in first["test"]), None)
             if metric is None:
                 continue
@@ -555,6 +530,77 @@ def scorecard(board: pd.DataFrame, metrics: tuple = SCORECARD_METRICS, *,
     return cards
 
 
+def scored_regions(test: dict) -> list[str]:
+    """The regions a run's test metrics hold scores for (metric_set["regions"], svqbench.regions)."""
+    regions = (test.get("metric_set") or {}).get("regions") or {}
+    return [name for name, d in regions.items() if isinstance(d, dict) and d.get("scored")]
+
+
+def region_table(board: pd.DataFrame, *, warn: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+    """`compare`'s regional view of the weather runs: one table per prepared dataset, one row per run
+    and per reference forecast (the first run's), columns the whole grid's and each region's test
+    RMSE and ACC (metrics.json). Returns dicts with dataset, data_digest, units, climatology (which
+    one ACC used) and table; datasets whose runs hold no regional scores are left out."""
+    out = []
+    for (dataset, digest), runs in sorted(_weather_runs(board, warn, 'the regional table').items()):
+        first = runs[0][1]["test"]
+        regions = scored_regions(first)
+        if not regions:
+            continue
+        weighted = "rmse_latweighted" in first
+        rmse, acc = ("rmse_latweighted", "acc_latweighted") if weighted else ("rmse_per_pixel", "acc_unweighted")
+        columns = [(f"RMSE {r}", rmse if r == "global" else f"{rmse}_{r}") for r in ["global", *regions]]
+        columns += [(f"ACC {r}", acc if r == "global" else f"{acc}_{r}") for r in ["global", *regions]]
+        rows = {run_id: saved["test"] for run_id, saved, *_ in runs}
+        rows.update({ref: runs[0][1][ref] for ref in REFERENCE_ROWS if isinstance(runs[0][1].get(ref), dict)})
+        table = pd.DataFrame([{label: _number(scores.get(key)) for label, key in columns} for scores in rows.values()],
+                             index=pd.Index(list(rows), name="run"))
+        climatology = ((first.get("metric_set") or {}).get("climatology") or {}).get("kind", "static")
+        out.append({"dataset": dataset, "data_digest": digest, "table": table, "climatology": climatology,
+                    "units": next((r[3] for r in runs if r[3]), None),
+                    "references": [r for r in REFERENCE_ROWS if r in rows]})
+    return out
+
+
+def _number(value: Any) -> float:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else float("nan")
+
+
+def _weather_runs(board: pd.DataFrame, warn: Callable[[str], None] | None, what: str) -> dict[tuple, list]:
+    """The weather runs of a leaderboard with a readable metrics.json, grouped by prepared dataset
+    (name, content digest): (run id, metrics.json, the data's step, units) in board order."""
+    warn = warn or _warn
+    if "run_id" not in board.columns or "run_dir" not in board.columns:
+        return {}
+    groups: dict[tuple, list] = {}
+    for _, row in board.iterrows():
+        path = Path(str(row["run_dir"])) / "metrics.json"
+        run_dir = path.parent
+        if not path.exists():
+            continue
+        try:
+            saved = json.loads(path.read_text())
+            test = saved["test"]
+        except OSError as e:
+            warn(f"{path} cannot be read ({e.strerror or e}); run {row['run_id']} is left out of {what}")
+            continue
+        except (ValueError, KeyError, TypeError) as e:
+            why = "is not valid JSON" if isinstance(e, ValueError) else "holds no test metrics"
+            warn(f"{path} {why}; run {row['run_id']} is left out of {what}")
+            continue
+        if not isinstance(test, dict) or (test.get("metric_set") or {}).get("kind", "weather") != "weather":
+            continue
+        try:
+            step = (json.loads((run_dir / "config.json").read_text()).get("dataset_meta") or {}).get("step")
+        except (OSError, ValueError, AttributeError):
+            step = None
+        digest = row.get("data_digest")
+        key = (str(row.get("dataset")), "" if digest is None or digest != digest else str(digest))
+        units = row.get("units")
+        groups.setdefault(key, []).append((str(row["run_id"]), saved, step, units if isinstance(units, str) else None))
+    return groups
+
+
 def _by_lead(scores: dict, metric: str, by_channel: bool) -> list:
     """One run's values of `metric` per lead time (by_channel: per variable, then lead; None where
     the run lacks it or a value is undefined)."""
@@ -562,3 +608,4 @@ def _by_lead(scores: dict, metric: str, by_channel: bool) -> list:
         rows = scores.get(f"{metric}_by_lead_by_channel")
         return [] if rows is None else [v for per_channel in zip(*rows) for v in per_channel]
     return list(scores.get(f"{metric}_by_lead") or [])
+

@@ -132,3 +132,48 @@ def test_an_unreadable_metrics_json_is_named_and_the_other_runs_stay(tmp_path, m
     code, out, err = cli(["compare", str(tmp_path), "--scorecard"], monkeypatch, capsys)
     assert code == 0 and f"{tmp_path / 'good' / 'metrics.json'} is not valid JSON" in err
     assert "no weather run with per-lead metrics" in err
+
+
+def regional(base: float, leads: int) -> dict:
+    """Per-region test scores as evaluate writes them (svqbench.regions): tropics and a user box."""
+    out = {"rmse_latweighted": base, "acc_latweighted": 0.8}
+    for i, region in enumerate(("tropics", "box")):
+        out.update({f"rmse_latweighted_{region}": base + i + 1, f"acc_latweighted_{region}": 0.7 - i / 10,
+                    f"rmse_latweighted_{region}_by_lead": [base + i + 1 + t / 10 for t in range(leads)],
+                    f"acc_latweighted_{region}_by_lead": [0.7 - i / 10] * leads})
+    return out
+
+
+def test_regions_get_scorecards_and_a_compare_table(tmp_path, monkeypatch, capsys):
+    from svqbench.results import region_table
+    for run_id, base in (("svq-a", 1.0), ("none-a", 2.0)):
+        write_run(tmp_path, run_id, {**by_lead(base, 2), **regional(base, 2)})
+        path = tmp_path / run_id / "metrics.json"
+        saved = json.loads(path.read_text())
+        saved["test"]["metric_set"].update(
+            regions={"tropics": {"scored": True}, "box": {"scored": True}, "southern_extratropics": {"scored": False}},
+            climatology={"kind": "day_of_year"})
+        saved["persistence"].update(regional(5.0, 2))
+        path.write_text(json.dumps(saved))
+    leaderboard(tmp_path, [dict(run_id="svq-a", dataset="wb", quantizer="svq", units="K"),
+                           dict(run_id="none-a", dataset="wb", quantizer="none", units="K")])
+    board = load_leaderboards(tmp_path)
+    cards = {c["metric"]: c["table"] for c in scorecard(board)}
+    assert list(cards) == ["rmse_latweighted", "acc_latweighted", "bias_latweighted", "rmse_latweighted_tropics",
+                           "acc_latweighted_tropics", "rmse_latweighted_box", "acc_latweighted_box"]
+    np.testing.assert_allclose(cards["rmse_latweighted_box"]["none-a"], [4.0, 4.1])
+    np.testing.assert_allclose(cards["rmse_latweighted_tropics"]["persistence"], [6.0, 6.1])
+    assert cards["rmse_latweighted_tropics"]["input_mean"].isna().all()  # a reference without regions stays empty
+    (card,) = region_table(board)
+    assert card["climatology"] == "day_of_year" and card["units"] == "K"
+    t = card["table"]
+    assert list(t.columns) == ["RMSE global", "RMSE tropics", "RMSE box", "ACC global", "ACC tropics", "ACC box"]
+    assert list(t.index) == ["svq-a", "none-a", *REFERENCE_ROWS]
+    assert list(t.loc["none-a"]) == [2.0, 3.0, 4.0, 0.8, 0.7, pytest.approx(0.6)]
+    assert t.loc["persistence", "RMSE box"] == 7.0 and np.isnan(t.loc["input_mean", "RMSE box"])
+    from helpers import cli
+    monkeypatch.setenv("COLUMNS", "250")
+    code, out, _ = cli(["compare", str(tmp_path)], monkeypatch, capsys)
+    assert code in (0, None)
+    assert "wb — test RMSE and ACC by region (ACC vs the day_of_year climatology, RMSE in K)" in out
+    assert "persistence (reference)" in out and "RMSE tropics" in out
