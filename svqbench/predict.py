@@ -142,6 +142,9 @@ def _input_times(frames: "InputFrames", in_len: int, out_len: int) -> ForecastTi
     """Times of every window of an input file, in its own units and calendar; leads past the file's
     last time are stepped from it by the time step."""
     dates = frames.src.dates
+    if frames.step is None:
+        raise UserError(f"{frames.src.where}: a single time step, and the run records no time step: the times "
+                        f"forecast cannot be told; give the file at least two time steps")
     extra = np.empty(out_len, dtype=object)
     extra[:] = [cf.shift(dates[-1], frames.step, k) for k in range(1, out_len + 1)]
     times = frames.src.frame_times(np.concatenate([dates, extra]))
@@ -600,7 +603,7 @@ def score_forecast(path: str | Path, run: str | Path, *, results_dir: str | Path
     import torch
 
     from svqbench.data.batches import read_batch
-    from svqbench.evaluate import make_scorer
+    from svqbench.evaluate import climatology_for, dataset_kind, make_scorer, regions_for, target_climatology
     from svqbench.runs import open_run
     pred, attrs = read_forecast(path)
     saved = open_run(run, results_dir=results_dir, data_dir=data_dir)
@@ -615,11 +618,14 @@ def score_forecast(path: str | Path, run: str | Path, *, results_dir: str | Path
     found = ds.splits[split][np.minimum(positions, len(ds.splits[split]) - 1)]
     if len(starts) != len(pred) or not np.array_equal(found, starts):
         raise UserError(f"{path}: its windows are not windows of the {split} split of {ds.path}")
-    scorer = make_scorer(ds)
+    cfg = saved.config  # the climatology (ACC) and regions the run was scored with, as `evaluate` uses them
+    clim = climatology_for(ds, cfg.climatology) if dataset_kind(ds) == "weather" else None
+    scorer = make_scorer(ds, regions=regions_for(ds, cfg.regions)[0])
     for a in range(0, len(pred), 64):
         truth = np.asarray(read_batch(ds, split, positions[a: a + 64]).y)
         values = np.array(pred[a: a + 64])
         if ds.mask is not None:  # masked cells are NaN in the file and count for nothing in the metrics
             values[..., ~ds.mask] = truth[..., ~ds.mask]
-        scorer.update(torch.from_numpy(values), torch.from_numpy(truth))
+        seasonal = None if clim is None or clim.kind == "static" else target_climatology(clim, ds, starts[a: a + 64])
+        scorer.update(torch.from_numpy(values), torch.from_numpy(truth), seasonal)
     return scorer.result()

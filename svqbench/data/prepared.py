@@ -78,9 +78,10 @@ class FrameTimes:
                     back = cftime.num2date(values, candidate, calendar, only_use_cftime_datetimes=True)
             except (ValueError, TypeError, OverflowError, Warning):
                 continue
-            if np.array_equal(_date_keys(back), keys) and (candidate == units or (values == np.round(values)).all()):
+            whole = candidate in (units, candidates[-1]) or (values == np.round(values)).all()
+            if whole and np.array_equal(_date_keys(back), keys):
                 return cls(values, candidate, calendar)
-        raise ValueError(f"cannot encode times {first} .. {dates[-1]} ({calendar}) as CF numbers")
+        raise UserError(f"times {first} .. {dates[-1]} ({calendar} calendar) cannot be stored as CF numbers")
 
     def dates(self) -> np.ndarray:
         """The frames' times as cftime dates in their calendar."""
