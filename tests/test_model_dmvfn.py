@@ -110,3 +110,18 @@ def test_quantizer_refused_in_one_line(name):
 def test_bad_scales_are_one_line():
     with pytest.raises(UserError, match="dmvfn-scales needs one of 1, 2, 4, 8 per block"):
         small(dmvfn_scales="4,2")
+
+
+def test_macs_per_pass_match_table_12():
+    # Table 12 counts one prediction step (two frames -> one); OpenSTL's counter also counts norms
+    # and activations, so torch's count may read a little lower
+    from torch.utils.flop_counter import FlopCounterMode
+    printed = {"kth": 0.88, "kitticaltech": 1.2, "taxibj": 0.057}
+    for dataset, (shape, *_rest) in PAPER.items():
+        with torch.device("meta"):
+            model = dmvfn.build(config(dataset, "paper"), shape).eval()
+            x = torch.empty(1, shape.in_len, shape.channels, shape.height, shape.width)
+            with FlopCounterMode(display=False) as counter, torch.no_grad():
+                model(x)
+        macs_per_pass = counter.get_total_flops() / 2 / model.passes / 1e9
+        assert macs_per_pass == pytest.approx(printed[dataset], rel=0.03), dataset

@@ -125,3 +125,17 @@ def test_presets_are_valid_config():
     for dataset, scales in mau.PRESETS.items():
         for values in scales.values():
             assert set(values) <= names, dataset
+
+
+def test_macs_match_table_12():
+    # one pass = the whole sequence (Table 12's convention for the recurrent models); OpenSTL's counter
+    # also counts norms and activations, so torch's count reads up to ~1% lower
+    from torch.utils.flop_counter import FlopCounterMode
+    printed = {"human36m": 105.0, "kth": 399.0, "kitticaltech": 172.0, "weatherbench-s-t2m": 39.6, "taxibj": 6.02}
+    for dataset, (shape, *_rest) in PAPER.items():
+        with torch.device("meta"):
+            model = mau.build(config(dataset, "paper"), shape).eval()
+            x = torch.empty(1, shape.in_len, shape.channels, shape.height, shape.width)
+            with FlopCounterMode(display=False) as counter, torch.no_grad():
+                model(x)
+        assert counter.get_total_flops() / 2 / 1e9 == pytest.approx(printed[dataset], rel=0.01), dataset

@@ -102,3 +102,18 @@ def test_svq_changes_the_model():
 def test_bad_stack_sizes_are_one_line(bad):
     with pytest.raises(UserError, match="prednet-stack-sizes must be comma-separated positive integers"):
         small(prednet_stack_sizes=bad)
+
+
+def test_macs_per_pass_against_table_12():
+    # one pass = one frame step; Table 12: Human3.6M 13.7G and KTH 3.4G per step; its TaxiBJ 0.85G is
+    # four steps (0.21G each), pinned here as built
+    from torch.utils.flop_counter import FlopCounterMode
+    expected = {"human36m": (13.7, 0.01), "kth": (3.4, 0.03), "taxibj": (0.85 / 4, 0.01)}
+    for dataset, (value, rel) in expected.items():
+        shape = PAPER[dataset][0]
+        with torch.device("meta"):
+            model = prednet.build(config(dataset, "paper"), shape).eval()
+            x = torch.empty(1, shape.in_len, shape.channels, shape.height, shape.width)
+            with FlopCounterMode(display=False) as counter, torch.no_grad():
+                model(x)
+        assert counter.get_total_flops() / 2 / model.passes / 1e9 == pytest.approx(value, rel=rel), dataset

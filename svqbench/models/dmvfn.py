@@ -126,6 +126,12 @@ class DMVFN(Recurrent):
         self.l1 = nn.Linear(routing_out_channels, self.num_block)
         self.init_quantizer("none", channels, None)
 
+    @property
+    def passes(self) -> int:
+        """A forecast runs the network once per output frame; Table 12 counts one such pass
+        (KTH 0.88G, KittiCaltech 1.2G, TaxiBJ 0.057G)."""
+        return self.out_len
+
     def routing_probs(self, pair: torch.Tensor) -> torch.Tensor:
         """Per sample and block, the probability that the block runs (B, num_block)."""
         v = torch.sigmoid(self.l1(self.routing(pair).flatten(1)))
