@@ -183,3 +183,27 @@ def test_window_weights_are_wb2s():
     np.testing.assert_allclose(w[:31] / w[30], np.linspace(0, 1, 31), atol=1e-12)
     with pytest.raises(ValueError):
         wb2_window_weights(60)
+
+
+def test_a_file_prepared_by_prepare_netcdf_gets_its_seasonal_climatology(tmp_path):
+    """The real path: a daily noleap NetCDF file -> `prepare netcdf` (stores the frames' times) ->
+    a day-of-year climatology in that calendar, equal to xarray's on the prepared frames."""
+    import datetime
+
+    from svqbench.data import netcdf
+    dates = np.array([cftime.DatetimeNoLeap(1990, 1, 1) + datetime.timedelta(days=i) for i in range(365 * 6)])
+    rng = np.random.default_rng(3)
+    doy = np.array([d.dayofyr for d in dates])
+    values = 280 + 8 * np.cos(2 * np.pi * doy / 365)[:, None, None] + rng.normal(0, 1, (len(dates), len(LAT), len(LON)))
+    ds = xr.Dataset({"tas": (("time", "lat", "lon"), values.astype(np.float32), {"units": "K"})},
+                    coords={"time": dates, "lat": ("lat", LAT, {"units": "degrees_north"}),
+                            "lon": ("lon", LON, {"units": "degrees_east"})})
+    ds.to_netcdf(tmp_path / "tas.nc")
+    netcdf.prepare(tmp_path / "data" / "tas", from_paths=[tmp_path / "tas.nc"], var=["tas"], output_name="tas",
+                   in_len=IN_LEN, out_len=OUT_LEN, progress=False)
+    prepared = open_prepared("tas", tmp_path / "data", auto_prepare=False)
+    assert prepared.times.calendar == "noleap"
+    clim = climatology_for(prepared, "seasonal")
+    assert clim.kind == "day_of_year" and clim.calendar == "noleap" and len(clim.table) == 365
+    np.testing.assert_allclose(clim.at_frames(np.arange(len(prepared.frames)))[:, 0],
+                               reference_climatology(prepared).values, rtol=0, atol=2e-4)
