@@ -128,14 +128,23 @@ class ForecastTimes:
         return [cf.iso(d) for d in FrameTimes(self.init, self.units, self.calendar).dates()]
 
 
-def split_times(ds, starts: np.ndarray) -> ForecastTimes:
-    """Times of the windows starting at `starts`: the prepared frames' own times, leads included."""
+def split_times(ds, starts: np.ndarray, lead_steps: int | None = None) -> ForecastTimes:
+    """Times of the windows starting at `starts`: the prepared frames' own times, leads included
+    (`lead_steps`, default out_len); leads past the dataset's last frame are stepped from it."""
     last = np.asarray(starts, dtype=np.int64) + ds.in_len - 1
-    leads = last[:, None] + np.arange(1, ds.out_len + 1)
+    leads = last[:, None] + np.arange(1, (lead_steps or ds.out_len) + 1)
     times = frame_times(ds)
     if times is None:
         return ForecastTimes(last, leads)
-    return ForecastTimes(times.values[last], times.values[leads], times.units, times.calendar)
+    values = times.values
+    beyond = int(leads.max()) + 1 - len(values)
+    if beyond > 0:  # a roll-out past the end of the data: the frames' own step, in their calendar
+        import cftime
+        step = parse_step(ds.meta.get("step"))
+        last_date = times.dates()[-1]
+        extra = [cf.shift(last_date, step, k) for k in range(1, beyond + 1)]
+        values = np.concatenate([values, np.asarray(cftime.date2num(extra, times.units, times.calendar), np.float64)])
+    return ForecastTimes(values[last], values[leads], times.units, times.calendar)
 
 
 def _input_times(frames: "InputFrames", in_len: int, out_len: int) -> ForecastTimes:
@@ -179,7 +188,7 @@ def skeleton(ds, *, dataset: str, times: ForecastTimes, step: cf.Step | None, wi
     CF numbers with units and calendar (xarray decodes them); a lead is a timedelta, or whole months or
     years with those units."""
     import xarray as xr
-    t = ds.out_len
+    t = times.valid.shape[1]
     lead_attrs = {"standard_name": "forecast_period", "long_name": "forecast lead time"}
     if step is not None and step.seconds is not None:
         lead = xr.Variable("prediction_timedelta", np.arange(1, t + 1) * np.timedelta64(step.seconds, "s"), lead_attrs)
@@ -224,7 +233,7 @@ class _NetCDF:
         self.vars = variables(ds, dataset)
         for v in self.vars:
             dims = ("time", "prediction_timedelta", *(("level",) if v.levels else ()), ydim, xdim)
-            sizes = (1, ds.out_len, *((len(v.levels),) if v.levels else ()), *ds.grid)
+            sizes = (1, base.sizes["prediction_timedelta"], *((len(v.levels),) if v.levels else ()), *ds.grid)
             var = self.nc.createVariable(v.name, "f4", dims, compression="zlib", complevel=1, shuffle=True,
                                          chunksizes=sizes, fill_value=np.float32(np.nan))
             var.setncatts({"units": v.units, "long_name": v.long_name, "coordinates": aux})
@@ -409,11 +418,32 @@ class InputFrames:
 
 # ---- predict ----------------------------------------------------------------------------------
 
+def rollout(forecast, x: np.ndarray, lead_steps: int, *, mask: np.ndarray | None = None) -> np.ndarray:
+    """(B, lead_steps, C, H, W) forecasts of `x` (B, in_len, C, H, W), physical units, by feeding the
+    model's own output back as input (OpenSTL's weather roll-out): each pass forecasts out_len frames
+    from the newest in_len frames (inputs and forecasts). `forecast` maps (B, in_len, ...) to
+    (B, out_len, ...) (LoadedRun.forecast). A forecast fed back keeps the input's values in the cells
+    `mask` marks invalid, the fill the model was trained on. lead_steps <= out_len is one pass."""
+    in_len = x.shape[1]
+    frames, parts, made = np.asarray(x, dtype=np.float32), [], 0
+    while made < lead_steps:
+        pred = forecast(frames[:, -in_len:])
+        parts.append(pred)
+        made += pred.shape[1]
+        if made < lead_steps:
+            fed = pred.copy()
+            if mask is not None:
+                fed[..., ~mask] = frames[:, -1:][..., ~mask]
+            frames = np.concatenate([frames[:, -in_len:], fed], axis=1)
+    return np.concatenate(parts, axis=1)[:, :lead_steps]
+
+
 def predict_run(run: str | Path, *, split: str | None = None, fmt: str | None = None, out: Path | None = None,
                 input: str | Path | None = None, var: list[str] | None = None, level: float | None = None,
                 strips: int = 0, device: str = "cpu", results_dir: str | Path | None = "results",
-                data_dir: str | Path | None = None) -> tuple[Path, dict]:
-    """Write a run's forecasts of a split (default test) or of new input; returns (path, summary)."""
+                data_dir: str | Path | None = None, lead: int | None = None) -> tuple[Path, dict]:
+    """Write a run's forecasts of a split (default test) or of new input; returns (path, summary).
+    `lead`: forecast that many steps (default the run's out_len), rolling out past out_len."""
     from svqbench.data.batches import split_batches
     from svqbench.evaluate import EVAL_SPLITS, dataset_kind
     from svqbench.models import describe_model
@@ -428,11 +458,14 @@ def predict_run(run: str | Path, *, split: str | None = None, fmt: str | None = 
         raise UserError(f"unknown split {split!r}; choose one of: {', '.join(EVAL_SPLITS)}")
     if strips < 0:
         raise UserError(f"--strips must be >= 0, got {strips}")
+    if lead is not None and lead < 1:
+        raise UserError(f"--lead must be >= 1, got {lead}")
     loaded = load_run(run, results_dir=results_dir, data_dir=data_dir, device=device)
     if loaded.saved is None:
         raise UserError(f"{run} is an export; predict needs the run folder (its dataset gives the coordinates)")
     ds, cfg = loaded.dataset, loaded.config
     kind = dataset_kind(ds)
+    lead_steps = lead or ds.out_len
     if input is not None and kind != "weather":
         raise UserError(f"--input reads gridded weather files; run {loaded.run_id} is a {kind} run")
     stem = f"forecast_{split}" if split else f"forecast_{Path(str(input)).stem or 'input'}"
@@ -445,11 +478,12 @@ def predict_run(run: str | Path, *, split: str | None = None, fmt: str | None = 
         step = frames.step if frames else parse_step(ds.meta.get("step"))
         if frames:
             n = len(frames.src.dates) - ds.in_len + 1
-            times, starts = _input_times(frames, ds.in_len, ds.out_len), None
+            times, starts = _input_times(frames, ds.in_len, lead_steps), None
         else:
             starts = np.asarray(ds.splits[split])
             n = len(starts)
-            times = split_times(ds, starts) if kind == "weather" else ForecastTimes(starts + ds.in_len - 1, None)
+            times = (split_times(ds, starts, lead_steps) if kind == "weather"
+                     else ForecastTimes(starts + ds.in_len - 1, None))
         attrs = {"Conventions": "CF-1.8",
                  "title": f"svqbench forecast of {cfg.dataset}, {'the ' + split + ' split' if split else 'new input'}",
                  "source": f"svqbench {__version__}: {describe_model(cfg)} with quantizer {cfg.quantizer}, run "
@@ -461,13 +495,16 @@ def predict_run(run: str | Path, *, split: str | None = None, fmt: str | None = 
                  "references": "Chen et al., arXiv 2312.03406; WeatherBench 2 forecast layout"}
         if ds.mask is not None:
             attrs["comment"] = "cells the run's mask marks invalid (e.g. land in a sea-surface field) hold NaN (_FillValue)"
-        summary = {"path": str(path), "format": fmt, "forecasts": int(n), "lead_steps": ds.out_len,
+        if lead_steps > ds.out_len:
+            attrs["svqbench_rollout"] = (f"leads past {ds.out_len} steps are autoregressive: the model's own forecasts "
+                                         f"are fed back as input")
+        summary = {"path": str(path), "format": fmt, "forecasts": int(n), "lead_steps": lead_steps,
                    "split": split, "input": str(input) if input else None, "run_id": loaded.run_id}
         opener = _replacing_store if fmt == "zarr" else replacing
         samples = []
         with opener(path) as tmp, _netcdf_errors(path):
             if fmt == "npy":
-                sink = _Npy(tmp, (n, ds.out_len, len(ds.channels), *ds.grid))
+                sink = _Npy(tmp, (n, lead_steps, len(ds.channels), *ds.grid))
             else:
                 base = skeleton(ds, dataset=cfg.dataset, times=times, step=step, window_start=starts, attrs=attrs)
                 sink = (_NetCDF if fmt == "netcdf" else _Zarr)(tmp, base, ds, cfg.dataset)
@@ -478,7 +515,7 @@ def predict_run(run: str | Path, *, split: str | None = None, fmt: str | None = 
                 else:
                     batches = _input_windows(frames, ds.in_len, n, cfg.batch_size)
                 for x, y in batches:
-                    pred = loaded.forecast(x, batch_size=len(x))
+                    pred = rollout(lambda v: loaded.forecast(v, batch_size=len(v)), x, lead_steps, mask=ds.mask)
                     if ds.mask is not None:  # no forecast where the run has no data (land in an SST field)
                         pred[..., ~ds.mask] = np.nan
                     sink.write(row, pred)
@@ -491,7 +528,7 @@ def predict_run(run: str | Path, *, split: str | None = None, fmt: str | None = 
             write_json(path.with_suffix(".json"), {
                 "format": "svqbench-forecast-npy-1", "array": path.name,
                 "axes": ["sample", "lead", "channel", "y", "x"],
-                "shape": [int(n), ds.out_len, len(ds.channels), *ds.grid], "units": ds.meta.get("units"),
+                "shape": [int(n), lead_steps, len(ds.channels), *ds.grid], "units": ds.meta.get("units"),
                 "channels": ds.channels, "step": str(step) if step else ds.meta.get("step"),
                 "init_time": times.labels(), "calendar": times.calendar,
                 "masked_cells": "NaN" if ds.mask is not None else None,
@@ -543,6 +580,9 @@ def _strip(path: Path, *, x, y, pred, ds, title: str) -> Path:
             ax = axes[r, j]
             ax.set_xticks([])
             ax.set_yticks([])
+            if j > len(frames):  # a roll-out past the window: no truth frame for this lead
+                ax.axis("off")
+                continue
             frame = x[-1] if j == 0 else frames[j - 1]
             if j == 0 and r > 0:  # the input is shown once; the row's name takes its place
                 ax.axis("off")
