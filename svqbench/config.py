@@ -65,6 +65,8 @@ class RunConfig:
     dmvfn_routing_channels: int = _opt(32, "DMVFN: width of the routing module")
     dmvfn_beta: float = _opt(0.5, "DMVFN: expected fraction of blocks the routing activates")
     dmvfn_gamma: float = _opt(0.8, "DMVFN: decay of the earlier blocks' loss weights")
+    phydnet_latent: int = _opt(64, "PhyDNet: channels of its frame encoding (a multiple of 32; the reference: 64)")
+    phydnet_lstm_hidden: str = _opt("128,128,64", "PhyDNet: widths of its ConvLSTM branch's layers")
     # SVQ
     codebook_size: int = _opt(10000, "codebook size K (svq: the preset's; baselines: Table 11's)")
     svq_hidden: int = _opt(128, "SVQ hidden width (bucket shape: 1280 with K 1280); also the mlp control's")

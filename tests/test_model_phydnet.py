@@ -87,7 +87,7 @@ def test_moment_loss_is_zero_at_the_finite_difference_filters():
     unit = torch.eye(49, dtype=torch.float64).reshape(49, 7, 7)
     filters = (k2m._invM0 @ unit @ k2m._invM1.T).float()   # the kernels whose moments are the unit ones
     with torch.no_grad():
-        model.phycell.cell_list[0].F.conv1.weight.copy_(filters[:, None].expand(-1, 64, -1, -1))
+        model.phycell.cell_list[0].F.conv1.weight.copy_(filters[:, None].expand(-1, model.latent, -1, -1))
     assert float(model.moment_loss().detach()) == pytest.approx(0.0, abs=1e-8)
     with torch.no_grad():
         model.phycell.cell_list[0].F.conv1.weight.add_(0.1)
@@ -142,6 +142,20 @@ def test_svq_changes_the_model():
 def test_bad_patch_size_is_one_line():
     with pytest.raises(UserError, match="phydnet takes patch-size 2 or 4"):
         small(patch_size=3)
+
+
+def test_bad_widths_are_one_line():
+    with pytest.raises(UserError, match="phydnet-latent must be a multiple of 32"):
+        small(phydnet_latent=48)
+    with pytest.raises(UserError, match="phydnet-lstm-hidden must be comma-separated positive integers"):
+        small(phydnet_lstm_hidden="128,x")
+
+
+def test_quick_widths_build_a_smaller_model():
+    quick = small()
+    assert (quick.latent, quick.lstm_hidden) == (32, (32, 32, 32))
+    assert quick.phycell.cell_list[0].F.conv1.weight.shape == (49, 32, 7, 7)
+    assert sum(p.numel() for p in quick.parameters()) == 407_508   # the paper model: 3.09M
 
 
 def test_macs_against_table_12():

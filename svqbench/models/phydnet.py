@@ -3,7 +3,8 @@ Unsupervised Video Prediction"), as OpenSTL builds it (openstl/models/phydnet_mo
 openstl/modules/phydnet_modules.py): a conv encoder to 1/patch_size of the frame (64 channels), two
 branches — PhyCell (a physically constrained cell whose 7x7 filters are pushed towards finite-
 difference operators by a moment loss) and a 3-layer ConvLSTM — added in a shared decoder, with a
-sigmoid output. Every size is a constant of the reference model; only patch_size (2 or 4) varies.
+sigmoid output. The reference's sizes are constants of its model (encoding 64, ConvLSTM 128,128,64;
+only patch_size 2 or 4 varies between configs); svqbench makes the two widths fields for quick scale.
 Attribute names follow the reference (phycell and convcell appear both at the top and inside
 `encoder`, as there), so its state dicts load by name.
 
@@ -32,9 +33,7 @@ from torch import nn
 
 from svqbench.models.recurrent import Recurrent, Sampling, pad_frames, sampling_of, teacher_forcing_prob
 
-LATENT = 64                     # the encoding's channels (encoder_E: nf 32 -> 2 nf)
-PHY_HIDDEN, PHY_KERNEL = 49, 7  # PhyCell: F_hidden_dims [49], kernel 7x7 (49 moments)
-LSTM_HIDDEN = (128, 128, 64)    # PhyD_ConvLSTM hidden_dims, kernel 3x3
+PHY_HIDDEN, PHY_KERNEL = 49, 7  # PhyCell: F_hidden_dims [49], kernel 7x7 (49 moments); never varies
 
 
 class K2M(nn.Module):
@@ -104,7 +103,7 @@ class decoder_D(nn.Module):
 
 
 class encoder_specific(nn.Module):
-    def __init__(self, nc=LATENT, nf=LATENT):
+    def __init__(self, nc, nf):
         super().__init__()
         self.c1 = dcgan_conv(nc, nf, 1)
         self.c2 = dcgan_conv(nf, nf, 1)
@@ -114,7 +113,7 @@ class encoder_specific(nn.Module):
 
 
 class decoder_specific(nn.Module):
-    def __init__(self, nc=LATENT, nf=LATENT):
+    def __init__(self, nc, nf):
         super().__init__()
         self.upc1 = dcgan_upconv(nf, nf, 1)
         self.upc2 = dcgan_upconv(nf, nc, 1)
@@ -185,14 +184,14 @@ class PhyD_ConvLSTM(nn.Module):
 class PhyD_EncoderRNN(nn.Module):
     """One step: encode, quantize (the slot), both branches, decode their sum."""
 
-    def __init__(self, phycell, convcell, in_channel, patch_size):
+    def __init__(self, phycell, convcell, in_channel, patch_size, latent):
         super().__init__()
-        self.encoder_E = encoder_E(in_channel, patch_size)
-        self.encoder_Ep = encoder_specific()
-        self.encoder_Er = encoder_specific()
-        self.decoder_Dp = decoder_specific()
-        self.decoder_Dr = decoder_specific()
-        self.decoder_D = decoder_D(in_channel, patch_size)
+        self.encoder_E = encoder_E(in_channel, patch_size, latent // 2)
+        self.encoder_Ep = encoder_specific(latent, latent)
+        self.encoder_Er = encoder_specific(latent, latent)
+        self.decoder_Dp = decoder_specific(latent, latent)
+        self.decoder_Dr = decoder_specific(latent, latent)
+        self.decoder_D = decoder_D(in_channel, patch_size, latent // 2)
         self.phycell = phycell
         self.convcell = convcell
 
@@ -207,27 +206,29 @@ class PhyD_EncoderRNN(nn.Module):
 
 class PhyDNet(Recurrent):
     def __init__(self, *, in_len: int, out_len: int, channels: int, patch_size: int, sampling: Sampling,
-                 quantizer: str = "none", quantizer_kwargs: dict | None = None):
+                 latent: int = 64, lstm_hidden: tuple[int, ...] = (128, 128, 64), quantizer: str = "none",
+                 quantizer_kwargs: dict | None = None):
         super().__init__()
         self.in_len, self.out_len, self.patch_size, self.sampling = in_len, out_len, patch_size, sampling
-        self.phycell = PhyCell(LATENT, [PHY_HIDDEN], PHY_KERNEL)
-        self.convcell = PhyD_ConvLSTM(LATENT, LSTM_HIDDEN, 3)
-        self.encoder = PhyD_EncoderRNN(self.phycell, self.convcell, channels, patch_size)
+        self.latent, self.lstm_hidden = latent, tuple(lstm_hidden)
+        self.phycell = PhyCell(latent, [PHY_HIDDEN], PHY_KERNEL)
+        self.convcell = PhyD_ConvLSTM(latent, self.lstm_hidden, 3)
+        self.encoder = PhyD_EncoderRNN(self.phycell, self.convcell, channels, patch_size, latent)
         self.k2m = K2M((PHY_KERNEL, PHY_KERNEL))
-        self.init_quantizer(quantizer, LATENT, quantizer_kwargs)
+        self.init_quantizer(quantizer, latent, quantizer_kwargs)
 
     def moment_loss(self) -> torch.Tensor:
-        """Sum over PhyCell's 64 input channels of the MSE between the moments of its 49 7x7 filters
+        """Sum over PhyCell's input channels (64) of the MSE between the moments of its 49 7x7 filters
         and the unit moments (filter i*7 + j -> moment (i, j) alone), as the reference computes it."""
-        weight = self.phycell.cell_list[0].F.conv1.weight            # (49, 64, 7, 7)
-        moments = self.k2m(weight.double().transpose(0, 1)).float()  # (64, 49, 7, 7)
+        weight = self.phycell.cell_list[0].F.conv1.weight            # (49, latent, 7, 7)
+        moments = self.k2m(weight.double().transpose(0, 1)).float()  # (latent, 49, 7, 7)
         unit = torch.eye(PHY_KERNEL * PHY_KERNEL, device=weight.device).reshape(-1, PHY_KERNEL, PHY_KERNEL)
         return ((moments - unit) ** 2).mean(dim=(1, 2, 3)).sum()
 
     def _initial_state(self, b, h, w, like):
         zeros = lambda c: like.new_zeros(b, c, h, w)  # noqa: E731
-        return ([zeros(LATENT) for _ in self.phycell.cell_list], [zeros(c) for c in LSTM_HIDDEN],
-                [zeros(c) for c in LSTM_HIDDEN])
+        return ([zeros(self.latent) for _ in self.phycell.cell_list], [zeros(c) for c in self.lstm_hidden],
+                [zeros(c) for c in self.lstm_hidden])
 
     def forward(self, x, *, target=None, step=None, generator=None):
         b, t_in, c, h, w = x.shape
@@ -260,24 +261,30 @@ class PhyDNet(Recurrent):
 def build(cfg, shape) -> PhyDNet:
     from svqbench.errors import UserError
     from svqbench.quantizers import quantizer_kwargs
+    from svqbench.models.prednet import parse_sizes
     if cfg.patch_size not in (2, 4):
         raise UserError(f"phydnet takes patch-size 2 or 4 (its encoder's down-sampling), got {cfg.patch_size}")
+    if cfg.phydnet_latent < 32 or cfg.phydnet_latent % 32:
+        raise UserError(f"phydnet-latent must be a multiple of 32 (its group norms: 16 groups of half of it), "
+                        f"got {cfg.phydnet_latent}")
     return PhyDNet(in_len=shape.in_len, out_len=shape.out_len, channels=shape.channels, patch_size=cfg.patch_size,
-                   sampling=sampling_of(cfg, "scheduled"), quantizer=cfg.quantizer,
+                   sampling=sampling_of(cfg, "scheduled"), latent=cfg.phydnet_latent,
+                   lstm_hidden=parse_sizes(cfg.phydnet_lstm_hidden, "phydnet-lstm-hidden"), quantizer=cfg.quantizer,
                    quantizer_kwargs=quantizer_kwargs(cfg))
 
 
 def _paper(patch_size: int, steps_per_epoch: int, **training) -> dict:
     """configs/<dataset>/PhyDNet.py: patch_size and training settings; OpenSTL trains with MSE. Teacher
     forcing 1 - 0.003 per epoch, spread over the epoch's optimiser steps."""
-    return {**dict(patch_size=patch_size, sampling_start_value=1.0, sampling_changing_rate=0.003 / steps_per_epoch,
+    return {**dict(patch_size=patch_size, phydnet_latent=64, phydnet_lstm_hidden="128,128,64",
+                   sampling_start_value=1.0, sampling_changing_rate=0.003 / steps_per_epoch,
                    sampling_stop_iter=10**9, batch_size=16, loss="l2", quantizer="none", warmup_epochs=0), **training}
 
 
-# quick: the reference's sizes are constants (3.1M parameters, the heaviest quick model per step), so
-# quick caps the epochs at 4 (about 36 steps on the embedded data); teacher forcing fades out over 30
-_QUICK = dict(patch_size=4, sampling_start_value=1.0, sampling_changing_rate=1 / 30, sampling_stop_iter=30,
-              loss="l2", quantizer="none", lr=1e-3, epochs=4)
+# quick: encoding 32, ConvLSTM 32,32,32 (about 7x fewer MACs), 8 epochs (about 70 steps on the
+# embedded data); teacher forcing fades out over the first 60 steps
+_QUICK = dict(patch_size=4, phydnet_latent=32, phydnet_lstm_hidden="32,32,32", sampling_start_value=1.0,
+              sampling_changing_rate=1 / 60, sampling_stop_iter=60, loss="l2", quantizer="none", lr=1e-3, epochs=8)
 # steps per epoch at batch 16: WeatherBench-S 3284 (every 1-hour window, docs/reference.md), TaxiBJ
 # 20461 windows -> 1279. For the video datasets and the default the count is ASSUMED (not read from
 # the reference): 5200 (KTH), 2600 (KittiCaltech), 4600 (Human3.6M), 1000; it only sets how slowly
