@@ -12,6 +12,7 @@ import signal
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -382,6 +383,17 @@ def _wandb_records(path: Path):
             yield record
 
 
+def _finished_wandb_records(path: Path, timeout: float = 60.0) -> list:
+    """The records once W&B's own service process has written the run's exit record (`run.finish()`
+    can return before that process has written everything to the file)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        records = list(_wandb_records(path))
+        if any(r.WhichOneof("record_type") == "exit" for r in records) or time.monotonic() > deadline:
+            return records
+        time.sleep(0.5)
+
+
 @needs("wandb")
 def test_wandb_offline_run_holds_config_steps_epochs_summary_and_figure(tiny_root, tmp_path, monkeypatch, stepwise):
     monkeypatch.setenv("WANDB_MODE", "offline")
@@ -392,7 +404,7 @@ def test_wandb_offline_run_holds_config_steps_epochs_summary_and_figure(tiny_roo
     [offline] = (run_dir / "wandb").glob("offline-run-*")
     [log_file] = offline.glob("run-*.wandb")
     config, history, summary, exit_code = {}, [], {}, None
-    for record in _wandb_records(log_file):
+    for record in _finished_wandb_records(log_file):
         kind = record.WhichOneof("record_type")
         if kind == "run":
             assert record.run.display_name == "w1" and record.run.project == "svq-tests"
