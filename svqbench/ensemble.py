@@ -90,7 +90,9 @@ class EnsembleAccumulator:
         if self.members > 1:
             out["ensemble_spread"] = math.sqrt(float(mean["spread_var"].mean()))
             out["ensemble_mean_rmse"] = math.sqrt(float(mean["mean_sq"].mean()))
-            out["spread_skill_ratio"] = out["ensemble_spread"] / out["ensemble_mean_rmse"]
-            out["spread_skill_ratio_by_lead"] = (np.sqrt(mean["spread_var"].mean(1))
-                                                 / np.sqrt(mean["mean_sq"].mean(1))).tolist()
+            # a perfect ensemble mean (skill 0) has no ratio
+            out["spread_skill_ratio"] = (out["ensemble_spread"] / out["ensemble_mean_rmse"]
+                                         if out["ensemble_mean_rmse"] > 0 else None)
+            spread, skill = np.sqrt(mean["spread_var"].mean(1)), np.sqrt(mean["mean_sq"].mean(1))
+            out["spread_skill_ratio_by_lead"] = [float(a / b) if b > 0 else None for a, b in zip(spread, skill)]
         return out

@@ -24,6 +24,7 @@ from svqbench.errors import UserError
 
 LEADERBOARD = "leaderboard.csv"
 REFERENCE_ROWS = ("persistence", "climatology", "input_mean")  # evaluate.REFERENCES
+EXTERNAL_MODEL = "external"  # the `model` of a forecast file's row (svqbench.score)
 
 
 def create_run_dir(results_dir: Path, run_id: str) -> Path:
@@ -247,7 +248,8 @@ def compare_table(board: pd.DataFrame, paper: pd.DataFrame | None = None) -> pd.
                 row["units"] = str(group["units"].dropna().iloc[0])
             if not reference:
                 row["seeds"] = g["seed"].nunique()
-                note = seed_warning(g, label=f"{'/'.join(map(str, keys))} {method}")
+                # a forecast file scored by `svqbench score` has no seeds to run more of
+                note = None if row["model"] == EXTERNAL_MODEL else seed_warning(g, label=f"{'/'.join(map(str, keys))} {method}")
                 if note:
                     warnings.append(note)
             for m in METRICS:
@@ -266,6 +268,10 @@ def compare_table(board: pd.DataFrame, paper: pd.DataFrame | None = None) -> pd.
                 row.update(published_values(g.iloc[0], paper))
             rows.append(row)
     table = add_gaps(pd.DataFrame(rows))
+    if "seeds" in table.columns:  # a count (empty for the reference forecasts), never 3.0
+        table["seeds"] = table["seeds"].astype("Int64")
+    if "data_digest" in table.columns:
+        table["data_digest"] = table["data_digest"].map(short_digest)
     table.attrs["warnings"] = warnings
     return table
 
@@ -389,7 +395,12 @@ def same_cell_baseline(runs: pd.DataFrame, methods: dict[str, pd.DataFrame]) -> 
     if str(runs["quantizer"].iloc[0]) == "none":
         return None
     model = model_of(runs).iloc[0]
+    external = model == EXTERNAL_MODEL  # a forecast file (`svqbench score`): no settings; SimVP's baseline
+    model = "simvp" if external else model
     methods = {m: g for m, g in methods.items() if m in REFERENCE_ROWS or model_of(g).iloc[0] == model}
+    if external:
+        return next((g for g in methods.values() if "quantizer" in g.columns
+                     and str(g["quantizer"].iloc[0]) == "none"), None)
     everything = pd.concat([g for m, g in methods.items() if m not in REFERENCE_ROWS])
     keys = [k for k in varying_settings(everything) if k not in QUANTIZER_SETTINGS]
     mine = {k: _fmt(runs[k].iloc[0]) for k in keys}
@@ -609,3 +620,108 @@ def _by_lead(scores: dict, metric: str, by_channel: bool) -> list:
         return [] if rows is None else [v for per_channel in zip(*rows) for v in per_channel]
     return list(scores.get(f"{metric}_by_lead") or [])
 
+
+
+# ------------------------------------------------------------------ scorecards as WeatherBench 2 draws them
+
+DIGEST_CHARS = 12
+
+
+def short_digest(digest: Any) -> str:
+    """A prepared dataset's content digest as shown to people: its first 12 hex characters."""
+    text = "" if digest is None or digest != digest else str(digest)
+    return text.split(":", 1)[-1][:DIGEST_CHARS]
+
+
+def lead_axis(step: Any, leads: int) -> tuple[list[float], str]:
+    """Lead times 1..leads in the data's unit from its step ("6 hours", "1 year"): (values, plural unit),
+    e.g. ([6, 12], "hours"); a step that is not "<number> <unit>" (or none) gives ([1, 2, ...], "steps")."""
+    import re
+    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]*)?)\s*([A-Za-z]+?)s?\s*", str(step or ""))
+    if not match:
+        return [float(k) for k in range(1, leads + 1)], "steps"
+    size, unit = float(match[1]), match[2].lower()
+    return [size * k for k in range(1, leads + 1)], unit + "s"
+
+
+def lead_label(value: float, unit: str) -> str:
+    """One lead for a column header: `6 h`, `1 year`, `2 years`, `3 steps`."""
+    short = {"seconds": "s", "minutes": "min", "hours": "h", "days": "d"}.get(unit)
+    number = f"{value:g}"
+    if short:
+        return f"{number} {short}"
+    return f"{number} {unit[:-1] if value == 1 else unit}"
+
+
+# Better is lower for errors and |bias|, higher for ACC: every scorecard cell reads "positive = better".
+def _oriented(metric: str, values: pd.Series | pd.DataFrame):
+    """Scores turned into "lower is better": ACC negated, bias as |bias|, errors as they are."""
+    if metric.startswith("acc"):
+        return -values
+    if metric.startswith("bias"):
+        return values.abs()
+    return values
+
+
+def method_scorecards(board: pd.DataFrame, *, warn: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+    """The scorecards of `compare --scorecard`, drawn as WeatherBench 2 does: for each prepared dataset
+    and metric of scorecard() (regions included), one row per method of each (scale, backbone) cell
+    (split_methods; each reference forecast one row too) and one column per lead time (and variable),
+    each cell the improvement over the `none` baseline of the same cell in % of the baseline
+    (means over seeds; positive = better: lower RMSE and |bias|, higher ACC).
+    A cell is `significant` when the paired 95% interval over seeds of the method's score minus the
+    baseline's (stats.compare_runs) excludes zero; with one seed there is no per-lead interval and
+    no cell is significant. Returns dicts with dataset, data_digest, metric, step, units, columns
+    (lead and variable labels), rows (the methods, `<scale> <backbone> <method>` when a dataset holds
+    several cells), baseline, relative (DataFrame of %), significant (DataFrame of bool), seeds."""
+    from svqbench.stats import compare_runs
+    out = []
+    for card in scorecard(board, warn=warn):
+        table, metric = card["table"], card["metric"]
+        runs = board[board["run_id"].astype(str).isin(table.columns)]
+        cells = list(runs.groupby(["scale", "backbone"], sort=True))
+        relative, significant, seeds = {}, {}, {}
+        for (scale, backbone), group in cells:
+            methods = split_methods(group)
+            prefix = f"{scale} {backbone} " if len(cells) > 1 else ""
+
+            def per_seed_scores(g: pd.DataFrame) -> pd.DataFrame:  # rows: table cells; columns: seeds
+                values = table[g["run_id"].astype(str)]
+                values.columns = g["seed"].to_numpy()
+                return _oriented(metric, values.T.groupby(level=0).mean().T)
+            first_base = None
+            for method, g in methods.items():
+                base = same_cell_baseline(g, methods)
+                if base is None:  # `none` itself, or no baseline of the same settings
+                    continue
+                theirs, mine = per_seed_scores(base), per_seed_scores(g)
+                first_base = theirs if first_base is None else first_base
+                base_mean = theirs.mean(axis=1)
+                relative[prefix + method] = 100.0 * (base_mean - mine.mean(axis=1)) / base_mean.abs()
+                significant[prefix + method] = pd.Series(
+                    [compare_runs(mine.loc[i].dropna(), theirs.loc[i].dropna()).verdict in ("better", "worse")
+                     for i in table.index], index=table.index)
+                seeds[prefix + method] = mine.shape[1]
+            if first_base is None:
+                continue
+            base_mean = first_base.mean(axis=1)  # references against the cell's (first) `none`
+            for ref in card["references"]:
+                score = _oriented(metric, table[ref])
+                relative[prefix + ref] = 100.0 * (base_mean - score) / base_mean.abs()
+                significant[prefix + ref] = pd.Series(False, index=table.index)
+                seeds[prefix + ref] = 0
+        if not relative:
+            continue
+        leads = table.index.get_level_values("lead")
+        values, unit = lead_axis(card["step"], int(max(leads)))
+        columns = [(f"{var} " if isinstance(key, tuple) else "") + lead_label(values[int(lead) - 1], unit)
+                   for key, lead in zip(table.index, leads)
+                   for var in ([key[0]] if isinstance(key, tuple) else [None])]
+        rel = pd.DataFrame(relative).T
+        rel.columns = columns
+        sig = pd.DataFrame(significant).T.astype(bool)
+        sig.columns = columns
+        out.append({**{k: card[k] for k in ("dataset", "data_digest", "metric", "step", "units")},
+                    "baseline": "none", "rows": list(rel.index), "columns": columns,
+                    "relative": rel, "significant": sig, "seeds": seeds, "lead_unit": unit})
+    return out
