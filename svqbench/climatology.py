@@ -98,23 +98,20 @@ def seasonal_keys(dates, step) -> tuple[str, np.ndarray, int] | str:
 
 
 def smooth_day_of_year(sums: np.ndarray, counts: np.ndarray, window_days: int = WB2_WINDOW_DAYS) -> np.ndarray:
-    """Circular triangular-window mean over the day-of-year axis (axis 1) of per-day sums and frame
-    counts (sums (K, D, ...), counts (K, D)): sum_k w_k sum_d+k / n_d+k ... weighted over the days that
-    hold data. Returns (K, D, ...) float64; NaN where no day within the window holds data."""
+    """Circular triangular-window mean over the days of year of per-day sums (D, ...) and frame
+    counts (D,): for day d, sum_k w_k m_(d+k) / sum_k w_k over the days d+k that hold data, m the
+    raw per-day means. Returns (D, ...) float64; NaN where no day within the window holds data."""
     w = wb2_window_weights(window_days)
-    half = window_days // 2
-    present = counts > 0
-    means = np.divide(sums, np.where(present, counts, 1).reshape(counts.shape + (1,) * (sums.ndim - 2)))
-    num = np.zeros(sums.shape, dtype=np.float64)
-    den = np.zeros(counts.shape, dtype=np.float64)
+    half, days = window_days // 2, len(counts)
+    # the circular window as a (D, D) matrix: one product instead of a shifted copy per window day
+    window = np.zeros((days, days))
     for k, wk in enumerate(w):
-        if wk == 0:
-            continue
-        shift = k - half  # day d takes day d + shift
-        num += wk * np.roll(np.where(present.reshape(present.shape + (1,) * (sums.ndim - 2)), means, 0.0), -shift, axis=1)
-        den += wk * np.roll(present, -shift, axis=1)
+        np.add.at(window, (np.arange(days), (np.arange(days) + k - half) % days), wk)
+    present = (counts > 0).astype(np.float64)
+    flat = sums.reshape(days, -1)
+    means = np.divide(flat, np.maximum(counts, 1)[:, None]) * present[:, None]
     with np.errstate(invalid="ignore", divide="ignore"):
-        return num / den.reshape(den.shape + (1,) * (sums.ndim - 2))
+        return ((window @ means) / (window @ present)[:, None]).reshape(sums.shape)
 
 
 def seasonal_climatology(frames_at, train_frames: np.ndarray, dates, step, *, calendar: str,
@@ -145,9 +142,10 @@ def seasonal_climatology(frames_at, train_frames: np.ndarray, dates, step, *, ca
         window = None
     else:
         n_days = days_in_year(calendar)
-        shape = (n_groups // n_days, n_days)
-        table = smooth_day_of_year(sums.reshape(*shape, *sums.shape[1:]), counts.reshape(shape), window_days)
-        table = table.reshape(sums.shape)
+        table = np.empty(sums.shape, dtype=np.float64)
+        for start in range(0, n_groups, n_days):  # each time of day on its own: bounded temporaries
+            table[start: start + n_days] = smooth_day_of_year(sums[start: start + n_days],
+                                                              counts[start: start + n_days], window_days)
         window = window_days
     used = np.unique(group)
     if not np.isfinite(table[used]).all():

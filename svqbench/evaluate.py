@@ -144,8 +144,8 @@ def _climatology(ds: PreparedDataset, mode: str) -> Climatology:
             np.add.at(touched, ds.splits["train"], 1)
             np.add.at(touched, ds.splits["train"] + length, -1)
             train = np.flatnonzero(np.cumsum(touched[:n]) > 0)
-            made = seasonal_climatology(lambda idx: ds._physical(np.take(ds._mapped, idx, axis=0)), train, dates,
-                                        step, calendar=times.calendar)
+            made = seasonal_climatology(lambda idx: ds.frames[idx], train, dates, step,  # weather: float32 frames
+                                        calendar=times.calendar)
             if isinstance(made, Climatology):
                 return made
             reason = made
@@ -194,6 +194,9 @@ def _grid_extent(ds: PreparedDataset, lon, lon2d) -> str:
 
 def check_evaluation(cfg: RunConfig, ds: PreparedDataset) -> None:
     """What the test scores need, checked before training: every region the user named holds cells."""
+    if dataset_kind(ds) != "weather" and parse_regions(cfg.regions) and cfg.regions != DEFAULT_REGIONS:
+        raise UserError(f"--regions is for weather datasets; dataset {ds.path.name} is of kind {dataset_kind(ds)}: "
+                        f"drop --regions")
     regions_for(ds, cfg.regions)
 
 
