@@ -51,7 +51,7 @@ class Tiny(torch.nn.Module):
         super().__init__()
         self.w, self.b = torch.nn.Parameter(torch.ones(())), torch.nn.Parameter(torch.zeros(()))
 
-    def forward(self, x):
+    def forward(self, x, **model_inputs):  # the loop passes target, step, generator (docs/models.md)
         return x * self.w + self.b, x.new_zeros(())
 
     def regularizer(self, pred, target):

@@ -175,8 +175,8 @@ class Poisoned(torch.nn.Module):
         except AttributeError:
             return getattr(self.inner, name)
 
-    def forward(self, x):
-        pred, aux = self.inner(x)
+    def forward(self, x, **model_inputs):  # target, step, generator: the forecasting-model interface
+        pred, aux = self.inner(x, **model_inputs)
         kind, self.kind = self.kind, None
         if kind == "loss":
             pred = pred * float("nan")
@@ -232,12 +232,12 @@ def test_fused_adam_run_stops_at_the_first_bad_step_with_the_last_good_checkpoin
         calls = [0]
         inner_forward = model.forward
 
-        def forward(x):
+        def forward(x, **model_inputs):
             if model.training:
                 calls[0] += 1
                 if calls[0] in (6, 7):  # epoch 1 steps 1 and 2
                     model.kind = "loss"
-            return inner_forward(x)
+            return inner_forward(x, **model_inputs)
         model.forward = forward
         return model
     monkeypatch.setattr(experiment, "build_model", build)
