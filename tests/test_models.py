@@ -138,3 +138,9 @@ def test_profile_recipe_table12_sets_counts_beside_the_published(tmp_path, monke
     assert len(pd.read_csv(tmp_path / "p.csv")) == 13
     code, _, err = cli(["profile", "--recipe", "table12", "--model", "convlstm"], monkeypatch, capsys)
     assert code == 2 and "drop --model" in err
+
+
+def test_a_patch_larger_than_the_frame_is_one_line(monkeypatch, capsys):
+    code, _, err = cli(["run", "--model", "convlstm", "--patch-size", "64", "--data-dir", "/nonexistent-svqbench"],
+                       monkeypatch, capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "patch-size 64 is larger than the 37 x 49 frame" in err

@@ -90,7 +90,11 @@ def build_model(cfg, shape: "ForecastShape | Any", **overrides: Any):
     if not isinstance(shape, ForecastShape):
         shape = ForecastShape.of(shape)
     if cfg.model != "simvp":
+        from svqbench.errors import UserError
         from svqbench.models.recurrent import Recurrent
+        if cfg.patch_size > min(shape.height, shape.width):
+            raise UserError(f"patch-size {cfg.patch_size} is larger than the {shape.height} x {shape.width} frame; "
+                            f"use at most {min(shape.height, shape.width)}")
         model = model_spec(cfg.model).build(cfg, shape, **overrides)
         if isinstance(model, Recurrent):
             model.loss_name = cfg.loss  # the criterion of its input-phase loss term (recurrent.py)
