@@ -294,3 +294,18 @@ def test_run_with_an_empty_region_is_refused_before_training(embedded_root, tmp_
     assert code == 2
     assert err.strip().count("\n") == 0 and "region arctic (lat 70..90) holds no cell" in err
     assert not results.exists() or not any(results.iterdir())  # nothing trained, nothing written
+
+
+def test_regions_on_a_video_dataset_are_refused(tmp_path):
+    from svqbench.config import RunConfig
+    from svqbench.data.prepared import open_prepared, write_prepared
+    from svqbench.errors import UserError
+    from svqbench.evaluate import check_evaluation
+    frames = np.random.default_rng(0).uniform(size=(30, 1, 8, 8)).astype(np.float32)
+    windows = {"train": np.arange(10), "val": np.arange(12, 16), "test": np.arange(18, 24)}
+    write_prepared(tmp_path / "clips", frames, windows, dict(name="clips", kind="video", channels=["gray"],
+                                                             units=["1"], in_len=2, out_len=2))
+    ds = open_prepared("clips", tmp_path, auto_prepare=False)
+    check_evaluation(RunConfig(), ds)  # the default wb2 bands: nothing to refuse
+    with pytest.raises(UserError, match="--regions is for weather datasets; dataset clips is of kind video"):
+        check_evaluation(RunConfig(regions="box=0,10"), ds)
