@@ -546,3 +546,38 @@ def test_predict_on_a_full_disk_is_one_line_exit_2_and_keeps_the_earlier_forecas
     assert proc.returncode == 2 and len(err.splitlines()) == 1 and err.startswith(f"error: cannot write {path}: "), err
     assert sorted(p.name for p in out.iterdir()) == before  # no temp file left
     assert read_forecast(path)[1]["svqbench_split"] == "val"  # the earlier forecast is whole
+
+
+def test_predict_lead_20_rolls_the_model_out_with_cf_decodable_times(run, tmp_path, monkeypatch, capsys):
+    results, data = run
+    out = tmp_path / "lead20.nc"
+    code, stdout, err = cli(["predict", "r1", "--lead", "20", "--out", str(out), "--results-dir", str(results),
+                             "--data-dir", str(data)], monkeypatch, capsys)
+    assert code == 0 and "26 forecasts of 20 steps" in stdout, err
+    ds = PreparedDataset(data / "embedded")
+    starts = ds.splits["test"]
+    with xr.open_dataset(out) as f:  # xarray's own decoding: cftime dates of the 360-day calendar
+        assert f["air_temperature"].shape == (26, 20, 37, 49)
+        np.testing.assert_array_equal(f["prediction_timedelta"], np.arange(1, 21))
+        assert f["prediction_timedelta"].attrs["units"] == "years"
+        init = f["time"].values
+        assert isinstance(init[0], cftime.Datetime360Day)
+        # every lead one year on, past the data's last year (2099) too: the last window reaches 2114
+        years = np.array([[d.year for d in row] for row in f["valid_time"].values])
+        np.testing.assert_array_equal(years, np.array([d.year for d in init])[:, None] + np.arange(1, 21))
+        assert years.max() == 2114 and f["valid_time"].encoding["calendar"] == "360_day"
+        rolled = f["air_temperature"].values
+    base, _ = predict_run("r1", results_dir=results, data_dir=data, out=tmp_path / "base.nc")
+    with xr.open_dataset(base) as f:
+        np.testing.assert_array_equal(rolled[:, :5], f["air_temperature"].values)  # one pass: the plain forecast
+    # leads 6..10: the model applied to the newest 10 frames, the last 5 of them its own forecast
+    loaded = load_run("r1", results_dir=results, data_dir=data)
+    x = np.stack([ds.window("test", i)[0] for i in range(len(starts))])
+    fed = np.concatenate([x, rolled[:, :5, None]], axis=1)[:, -10:]
+    np.testing.assert_allclose(rolled[:, 5:10], loaded.forecast(fed)[:, :, 0], rtol=1e-5, atol=1e-4)
+    npy, summary = predict_run("r1", results_dir=results, data_dir=data, out=tmp_path / "lead.npy", lead=7)
+    assert np.load(npy).shape == (26, 7, 1, 37, 49) and summary["lead_steps"] == 7
+    np.testing.assert_allclose(np.load(npy)[:, :, 0], rolled[:, :7], rtol=1e-6, atol=1e-4)
+    code, _, err = cli(["predict", "r1", "--lead", "0", "--results-dir", str(results), "--data-dir", str(data)],
+                       monkeypatch, capsys)
+    assert code == 2 and err.strip() == "error: --lead must be >= 1, got 0"
