@@ -39,10 +39,31 @@ class Climatology:
     window_days: int | None = None
     calendar: str | None = None
     step: str | None = None
+    times_of_day: tuple[int, ...] = ()  # day_of_year_time_of_day: seconds after midnight of each row block
 
     def at_frames(self, frames: np.ndarray) -> np.ndarray:
         """The climatology at the given frame indices (any shape S): (*S, C, H, W)."""
         return self.table[self.frame_group[np.asarray(frames, dtype=np.int64)]]
+
+    def at_dates(self, dates) -> np.ndarray:
+        """The climatology at any cftime `dates` of the data's calendar (also past the dataset's last
+        frame, e.g. a roll-out): (len(dates), C, H, W). ValueError for a time of day it has no row for."""
+        dates = list(dates)
+        if self.kind == "static":
+            return self.table[np.zeros(len(dates), dtype=np.int64)]
+        if self.kind == "month_of_year":
+            return self.table[np.array([d.month - 1 for d in dates], dtype=np.int64)]
+        n_days = days_in_year(self.calendar)
+        rows = np.array([d.dayofyr - 1 for d in dates], dtype=np.int64)
+        if self.kind == "day_of_year_time_of_day":
+            index = {t: i for i, t in enumerate(self.times_of_day)}
+            seconds = [(d.hour * 60 + d.minute) * 60 + d.second for d in dates]
+            missing = sorted({t for t in seconds if t not in index})
+            if missing:
+                raise ValueError(f"no climatology for time of day {missing[0]} s after midnight; it has "
+                                 f"{', '.join(str(t) for t in self.times_of_day)}")
+            rows += np.array([index[t] for t in seconds], dtype=np.int64) * n_days
+        return self.table[rows]
 
     def describe(self) -> dict:
         """What metrics.json records about it (metric_set["climatology"])."""
@@ -81,20 +102,21 @@ def days_in_year(calendar: str) -> int:
     return _DAYS_IN_YEAR.get(str(calendar).lower(), 366)
 
 
-def seasonal_keys(dates, step) -> tuple[str, np.ndarray, int] | str:
-    """(kind, group of every date, number of groups) for `dates` (cftime) at `step` (cf.Step), or
-    the reason there is no season at that step."""
+def seasonal_keys(dates, step) -> tuple[str, np.ndarray, int, tuple[int, ...]] | str:
+    """(kind, group of every date, number of groups, times of day in seconds) for `dates` (cftime) at
+    `step` (cf.Step), or the reason there is no season at that step."""
     if step.months:
         if step.months % 12 == 0:
             return f"a step of {step} (whole years) puts every frame at the same point of the year: no season"
-        return "month_of_year", np.array([d.month - 1 for d in dates], dtype=np.int64), 12
+        return "month_of_year", np.array([d.month - 1 for d in dates], dtype=np.int64), 12, ()
     doy = np.array([d.dayofyr - 1 for d in dates], dtype=np.int64)
     n_days = days_in_year(dates[0].calendar)
     if step.seconds >= 86400:
-        return "day_of_year", doy, n_days
+        return "day_of_year", doy, n_days, ()
     seconds = np.array([(d.hour * 60 + d.minute) * 60 + d.second for d in dates], dtype=np.int64)
     times_of_day, tod = np.unique(seconds, return_inverse=True)
-    return "day_of_year_time_of_day", tod.reshape(-1) * n_days + doy, len(times_of_day) * n_days
+    return ("day_of_year_time_of_day", tod.reshape(-1) * n_days + doy, len(times_of_day) * n_days,
+            tuple(int(t) for t in times_of_day))
 
 
 def smooth_day_of_year(sums: np.ndarray, counts: np.ndarray, window_days: int = WB2_WINDOW_DAYS) -> np.ndarray:
@@ -123,7 +145,7 @@ def seasonal_climatology(frames_at, train_frames: np.ndarray, dates, step, *, ca
     keys = seasonal_keys(dates, step)
     if isinstance(keys, str):
         return keys
-    kind, group, n_groups = keys
+    kind, group, n_groups, times_of_day = keys
     train_frames = np.asarray(train_frames, dtype=np.int64)
     sums = counts = None
     for i in range(0, len(train_frames), chunk):
@@ -156,4 +178,4 @@ def seasonal_climatology(frames_at, train_frames: np.ndarray, dates, step, *, ca
                 f"the train split holds no frame in {len(missing)} of the {what} the data fall in")
     table = np.where(np.isfinite(table), table, 0.0).astype(np.float32)
     return Climatology(kind, table, group, requested="seasonal", window_days=window, calendar=calendar,
-                       step=str(step))
+                       step=str(step), times_of_day=times_of_day)

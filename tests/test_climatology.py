@@ -207,3 +207,18 @@ def test_a_file_prepared_by_prepare_netcdf_gets_its_seasonal_climatology(tmp_pat
     assert clim.kind == "day_of_year" and clim.calendar == "noleap" and len(clim.table) == 365
     np.testing.assert_allclose(clim.at_frames(np.arange(len(prepared.frames)))[:, 0],
                                reference_climatology(prepared).values, rtol=0, atol=2e-4)
+
+
+@pytest.mark.parametrize("build", [daily_360, monthly_noleap, six_hourly_standard])
+def test_climatology_by_date_equals_by_frame_and_reaches_past_the_data(tmp_path, build):
+    import datetime
+    ds = build(tmp_path)
+    clim = climatology_for(ds, "seasonal")
+    dates = ds.times.dates()
+    np.testing.assert_array_equal(clim.at_dates(dates), clim.at_frames(np.arange(len(dates))))
+    # a date a year after the last frame (a roll-out's lead) has the climatology of its point in the year
+    later = dates[0].replace(year=dates[-1].year + 2)  # the first frame's day of year (in January)
+    np.testing.assert_array_equal(clim.at_dates([later])[0], clim.at_frames([0])[0])
+    if clim.kind == "day_of_year_time_of_day":
+        with pytest.raises(ValueError, match="no climatology for time of day 3600 s"):
+            clim.at_dates([dates[0] + datetime.timedelta(hours=1)])
