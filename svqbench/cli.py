@@ -350,6 +350,7 @@ def print_scorecards(board) -> None:
     from rich.table import Table
 
     from svqbench.results import scorecard as scorecards
+    from svqbench.results import short_digest
     cards = scorecards(board, warn=_warn)
     if not cards:
         err_console.print("warning: no weather run with per-lead metrics (metrics.json) for a scorecard",
@@ -357,7 +358,7 @@ def print_scorecards(board) -> None:
     for card in cards:
         t = card["table"]
         index = list(t.index.names)
-        digest = f" data {card['data_digest'][7:19]}" if card["data_digest"] else ""
+        digest = f" data {short_digest(card['data_digest'])}" if card["data_digest"] else ""
         step = f", lead in steps of {card['step']}" if card["step"] else ""
         unit = f" in {card['units']}" if card.get("units") else ""
         table = Table(*index, *(f"{c} (reference)" if c in card["references"] else c for c in t.columns),
@@ -368,14 +369,45 @@ def print_scorecards(board) -> None:
         print_table(table)
 
 
+SCORECARD_LEGEND = ("cells: improvement over `{baseline}` in % of its score, mean over seeds; positive = better "
+                    "(lower RMSE, MAE and |bias|, higher ACC); green better, red worse; bold * = the paired 95% "
+                    "interval over seeds excludes 0 (one seed or a reference forecast: no mark)")
+
+
+def print_method_scorecards(board) -> None:
+    """`compare --scorecard`, WeatherBench 2 style: per dataset and metric, one row per method,
+    one column per lead time (and variable), the relative difference to `none`, coloured and marked."""
+    from rich.table import Table
+    from rich.text import Text
+
+    from svqbench.results import method_scorecards, short_digest
+    cards = method_scorecards(board, warn=lambda _: None)  # print_scorecards named unreadable files
+    for card in cards:
+        digest = f" data {short_digest(card['data_digest'])}" if card["data_digest"] else ""
+        table = Table("method", "seeds", *card["columns"],
+                      title=f"{card['dataset']}{digest} — {card['metric']} vs `{card['baseline']}` by lead time (%, "
+                            f"positive = better)")
+        for method in card["rows"]:
+            cells = []
+            for column in card["columns"]:
+                v, marked = card["relative"].loc[method, column], bool(card["significant"].loc[method, column])
+                style = ("green" if v > 0 else "red" if v < 0 else "") + (" bold" if marked else "")
+                cells.append(Text("" if v != v else f"{v:+.1f}{'*' if marked else ' '}", style=style.strip()))
+            seeds = card["seeds"][method]
+            table.add_row(method, str(seeds) if seeds else "reference", *cells)
+        print_table(table)
+    if cards:  # one legend under all the cards, never folded into a narrow caption
+        console.print(SCORECARD_LEGEND.format(baseline="none"), markup=False, highlight=False, soft_wrap=True)
+
+
 def print_region_tables(board, *, warn=_warn) -> None:
     """`compare`: each weather dataset's test RMSE and ACC over the whole grid and every region."""
     from rich.table import Table
 
-    from svqbench.results import region_table
+    from svqbench.results import region_table, short_digest
     for card in region_table(board, warn=warn):
         t = card["table"]
-        digest = f" data {card['data_digest'][7:19]}" if card["data_digest"] else ""
+        digest = f" data {short_digest(card['data_digest'])}" if card["data_digest"] else ""
         unit = f", RMSE in {card['units']}" if card.get("units") else ""
         table = Table("run", *t.columns, title=f"{card['dataset']}{digest} — test RMSE and ACC by region "
                                                f"(ACC vs the {card['climatology']} climatology{unit})")
@@ -398,6 +430,8 @@ def compare(directory: Path = typer.Argument(Path("results"), help="results fold
     run of the same cell, and the published value and gap where a paper-scale run matches one."""
     from rich.table import Table
 
+    import pandas as pd
+
     from svqbench.results import compare_table, load_leaderboards, load_paper
     board = load_leaderboards(directory, warn=_warn)
     published = load_paper(paper)
@@ -418,12 +452,11 @@ def compare(directory: Path = typer.Argument(Path("results"), help="results fold
         how = sorted(set(group["ci_method"].dropna())) if "ci_method" in group.columns else []
         models = "model" in group.columns and group["model"].dropna().ne("simvp").any()  # recurrent rows present
         table = Table("method", *(["model"] if models else []), "seeds", f"MSE{mse_unit}", f"MAE{mae_unit}",
-                      *([f"MAE − none{mae_unit} [95% CI]", "verdict"] if paired else []),
+                      *([f"MAE gain vs none{mae_unit} [95% CI]", "verdict"] if paired else []),
                       "MSE improv. %", "MAE improv. %", *(usage_headers[c] for c in usage),
-                      title=f"{keys[0]}{' data ' + keys[3][7:19] if len(keys) > 3 and keys[3] else ''} "
+                      title=f"{keys[0]}{' data ' + keys[3] if len(keys) > 3 and keys[3] else ''} "
                             f"({keys[1]} scale), backbone {keys[2]} — test split, per-pixel, "
-                            f"{'in ' + unit if unit else 'physical units'}, mean ± std over seeds",
-                      caption=f"paired by seed vs the `none` run of the same cell: {'; '.join(how)}" if how else None)
+                            f"{'in ' + unit if unit else 'physical units'}, mean ± std over seeds")
         for _, r in group.iterrows():
             def fmt(m):
                 s = f"{r[f'{m}_mean']:.4f}"
@@ -433,22 +466,26 @@ def compare(directory: Path = typer.Argument(Path("results"), help="results fold
                 v = r.get(f"{m}_improvement_pct")
                 return "" if v is None or v != v else f"{v:+.1f}"
 
-            def diff(m):
+            def gain(m):  # none - method, so that positive reads "better" like the improvement %
                 v, lo, hi = (r.get(f"{m}_{k}") for k in ("diff", "ci_low", "ci_high"))
                 if v is None or v != v:
                     return ""
-                return f"{v:+.4f}" + (f" [{lo:+.4f}, {hi:+.4f}]" if lo == lo else "")
+                return f"{-v:+.4f}" + (f" [{-hi:+.4f}, {-lo:+.4f}]" if lo == lo else "")
             seeds = r.get("seeds")
-            runs = str(r["runs"]) if seeds is None or seeds != seeds or int(seeds) == r["runs"] else \
+            runs = str(r["runs"]) if seeds is None or pd.isna(seeds) or int(seeds) == r["runs"] else \
                 f"{int(seeds)} ({r['runs']} runs)"
             verdict = r.get("mae_verdict")
             model = r.get("model") if models else None
             table.add_row(r["method"], *([model if isinstance(model, str) else ""] if models else []), runs,
                           fmt("mse"), fmt("mae"),
-                          *([diff("mae"), verdict if isinstance(verdict, str) else ""] if paired else []),
+                          *([gain("mae"), verdict if isinstance(verdict, str) else ""] if paired else []),
                           pct("mse"), pct("mae"),
                           *("" if r[c] != r[c] else r[c] if isinstance(r[c], str) else f"{r[c]:.4g}" for c in usage))
         print_table(table)
+        # under the table as one line (a caption would fold to the table's width, mid-phrase)
+        console.print("gain and improvement % over the `none` run of the same cell: positive = lower error (better)"
+                      + (f"; paired by seed: {'; '.join(how)}" if how else ""), markup=False, highlight=False,
+                      soft_wrap=True)
     print_region_tables(board, warn=(lambda _: None) if scorecard else _warn)  # the scorecard names the same files
     for warning in table_df.attrs.get("warnings", []):
         err_console.print(f"warning: {warning}", markup=False, highlight=False, soft_wrap=True)
@@ -464,6 +501,7 @@ def compare(directory: Path = typer.Argument(Path("results"), help="results fold
             console.print(f"wrote {path}", markup=False, highlight=False)
     if scorecard:
         print_scorecards(board)
+        print_method_scorecards(board)
 
 
 @app.command()

@@ -53,21 +53,55 @@ def learning_curves(runs: "Runs | dict[str, Path]", path: Path) -> Path:
             log = pd.read_csv(Path(run_dir) / "log.csv")
             for ax, column in zip(axes, ("train_loss", "val_loss")):
                 ax.plot(log["epoch"], log[column], color=color, alpha=0.8 if len(dirs) == 1 else 0.55, lw=1.2,
+                        marker="o" if len(log) <= 12 else None, ms=3,
                         label=f"{label} ({len(dirs)} seed{'s' if len(dirs) > 1 else ''})" if k == 0 else None)
     for ax, title in zip(axes, ("train loss", "validation loss")):
         ax.set(title=title, xlabel="epoch", yscale="log")
-        ax.grid(alpha=0.3)
+        _integer_ticks(ax.xaxis)
+        _readable_log_ticks(ax.yaxis)
+        ax.grid(alpha=0.3, which="both")
     axes[0].set_ylabel("loss (normalised space, one line per seed)")
     axes[1].legend(fontsize=7)
     return _save(fig, path)
 
 
+def _integer_ticks(axis) -> None:
+    """Whole-number ticks (epochs, steps): never `0.5`."""
+    from matplotlib.ticker import MaxNLocator
+    axis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _readable_log_ticks(axis) -> None:
+    """A log axis labelled in plain numbers at 1, 2 and 5 per decade (`0.06`, `0.1`, `0.2`), so that a
+    range inside one decade still gets several labels and none reads like `6 × 10⁻²`."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
+# how each reference forecast is drawn on the lead-time plot (metrics.json keys, evaluate.REFERENCES)
+REFERENCE_STYLES = {"persistence": ("persistence", "k", "--"), "climatology": ("climatology", "0.45", ":"),
+                    "input_mean": ("input mean", "0.3", "-.")}
+
+
+def _step(run_dir: Path) -> Any:
+    """The data's time step as recorded with the run ("6 hours", "1 year"), or None."""
+    try:
+        return (read_json(Path(run_dir) / "config.json").get("dataset_meta") or {}).get("step")
+    except UserError:
+        return None
+
+
 def lead_time_errors(runs: "Runs | dict[str, Path]", path: Path, metric: str = "mae_per_pixel") -> Path:
-    """Test error per forecast step (metrics.json `<metric>_by_lead`): the mean over seeds with every
-    seed as a point, and the persistence forecast."""
+    """Test error per lead time (metrics.json `<metric>_by_lead`) on an axis in the data's time unit:
+    the mean over seeds with every seed as a point, and every reference forecast the runs recorded
+    (persistence, climatology, input mean)."""
+    from svqbench.results import lead_axis
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    persistence, unit = None, ""
+    fig, ax = plt.subplots(figsize=(6.5, 4), layout="constrained")
+    references: dict[str, list] = {}
+    unit, step = "", None
     for (label, dirs), color in zip(_runs(runs).items(), _colors(len(runs))):
         curves = []
         for run_dir in dirs:
@@ -76,24 +110,33 @@ def lead_time_errors(runs: "Runs | dict[str, Path]", path: Path, metric: str = "
             if curve is None:
                 raise UserError(f"{run_dir}/metrics.json has no test {metric}_by_lead")
             curves.append(curve)
-            persistence = persistence or metrics.get("persistence", {}).get(f"{metric}_by_lead")
+            for ref in REFERENCE_STYLES:
+                values = (metrics.get(ref) or {}).get(f"{metric}_by_lead")
+                if values is not None and ref not in references:
+                    references[ref] = values
             unit = unit or _unit(run_dir)
+            step = step or _step(run_dir)
         curves = np.asarray(curves, dtype=float)
-        lead = np.arange(1, curves.shape[1] + 1)
+        lead, lead_unit = lead_axis(step, curves.shape[1])
         ax.plot(lead, curves.mean(0), marker="o", color=color,
                 label=f"{label} (mean of {len(dirs)} seed{'s' if len(dirs) > 1 else ''})")
         if len(dirs) > 1:
             for curve in curves:
                 ax.scatter(lead, curve, s=8, color=color, alpha=0.5)
-    if persistence:
-        ax.plot(np.arange(1, len(persistence) + 1), persistence, "k--", label="persistence")
+    for ref, values in references.items():
+        name, color, style = REFERENCE_STYLES[ref]
+        values = np.asarray([np.nan if v is None else v for v in values], dtype=float)
+        if np.isfinite(values).any():
+            ax.plot(lead_axis(step, len(values))[0], values, color=color, ls=style, label=f"{name} (reference)")
     what = metric.replace("_per_pixel", "").upper()
-    ax.set(xlabel="lead time (forecast steps of the data's time step)",
+    ax.set(xlabel=f"lead time ({lead_unit})",
            ylabel=f"test {what} per pixel" + (f" ({unit}{'²' if what == 'MSE' else ''})" if unit else ""),
-           title="error vs lead time (points: seeds)")
-    ax.xaxis.get_major_locator().set_params(integer=True)
+           title=f"test {what} vs lead time" + (" (points: seeds)" if any(len(d) > 1 for d in _runs(runs).values())
+                                                else ""))
+    if all(float(v).is_integer() for v in lead):
+        _integer_ticks(ax.xaxis)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: never over a curve
     return _save(fig, path)
 
 
@@ -187,10 +230,19 @@ def forecast_sample(run_dir: Path, path: Path, *, data_dir: Path | None = None, 
         true, pred = true - base, pred - base
     steps = list(range(pred.shape[0]))[:6]  # at most 6 lead times keep the figure readable
     units = ds.meta.get("units") or [""] * len(ds.channels)
+    from svqbench.results import lead_axis, lead_label
+    leads, lead_unit = lead_axis(ds.meta.get("step"), pred.shape[0])
+    lat, lon = ds.lat, (ds.meta.get("grid") or {}).get("lon")
+    geographic = lat is not None and lon is not None and len(lon) == true.shape[-1]
+    if geographic and lat[0] > lat[-1]:  # north-to-south rows: drawn south at the bottom
+        true, pred, lat = true[..., ::-1, :], pred[..., ::-1, :], lat[::-1]
+    extent = _edges(np.asarray(lon, dtype=float)) + _edges(lat) if geographic else None
     plt = _pyplot()
     n_rows = 3 * len(ds.channels)
-    fig, axes = plt.subplots(n_rows, len(steps), figsize=(2.2 * len(steps) + 1.5, 1.9 * n_rows), squeeze=False,
-                             layout="constrained")
+    # rows as tall as the map's aspect needs (degrees drawn 1:1), so maps do not float in white space
+    height = 2.2 * (extent[3] - extent[2]) / (extent[1] - extent[0]) + 0.35 if geographic else 1.9
+    fig, axes = plt.subplots(n_rows, len(steps), figsize=(2.2 * len(steps) + 1.5, height * n_rows), squeeze=False,
+                             layout="constrained", sharex=True, sharey=True)
     for c, name in enumerate(ds.channels):
         lo, hi = float(true[:, c].min()), float(true[:, c].max())
         if anomalies:  # centred on zero
@@ -205,20 +257,86 @@ def forecast_sample(run_dir: Path, path: Path, *, data_dir: Path | None = None, 
                     (err[t], "error", "RdBu_r", -bound, bound))
             for r, (img, what, cmap, vmin, vmax) in enumerate(rows):
                 ax = axes[3 * c + r, j]
-                images[r] = ax.imshow(img, cmap=cmap, vmin=vmin, vmax=vmax,
-                                      origin="lower" if ds.lat is not None else "upper")
-                ax.set_xticks([])
-                ax.set_yticks([])
-                if c == 0 and r == 0:
-                    ax.set_title(f"step {t + 1}", fontsize=8)
+                images[r] = ax.imshow(img, cmap=cmap, vmin=vmin, vmax=vmax, extent=extent,
+                                      origin="lower" if geographic or ds.lat is not None else "upper")
+                if geographic:
+                    _degree_ticks(ax)
+                else:
+                    ax.set_xticks([])
+                    ax.set_yticks([])
+                if r == 0:
+                    ax.set_title(f"lead {lead_label(leads[t], lead_unit)}", fontsize=8)
                 if j == 0:
                     ax.set_ylabel(f"{name}\n{what}", fontsize=8)
-        # truth and prediction share one colour scale; the error has its own, centred on zero
-        fig.colorbar(images[0], ax=axes[3 * c: 3 * c + 2, :].ravel().tolist(), fraction=0.02,
+        # truth and prediction share one colour scale (values beyond it drawn at its ends: `extend`); the
+        # error has its own, centred on zero
+        fig.colorbar(images[0], ax=axes[3 * c: 3 * c + 2, :].ravel().tolist(), fraction=0.02, extend="both",
                      label=f"{'anomaly vs input mean, ' if anomalies else ''}{unit}".strip(", "))
         fig.colorbar(images[2], ax=axes[3 * c + 2, :].ravel().tolist(), fraction=0.02, label=f"error {unit}".strip())
     fig.suptitle(f"{run_dir.name}: {split} window {index}{' (anomalies: minus the input mean)' if anomalies else ''}",
                  fontsize=9)
+    return _save(fig, path)
+
+
+def _edges(centres: np.ndarray) -> list[float]:
+    """The outer edges of evenly spaced cell centres (imshow's extent)."""
+    half = (centres[-1] - centres[0]) / (2 * max(len(centres) - 1, 1))
+    return [float(centres[0] - half), float(centres[-1] + half)]
+
+
+def _degree_ticks(ax) -> None:
+    """Latitude/longitude ticks as 30°N / 120°W (longitudes past 180 read as west)."""
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
+
+    def lon(v, _):
+        v = (v + 180.0) % 360.0 - 180.0
+        return f"{abs(v):g}°{'E' if v > 0 else 'W' if v < 0 and v != -180 else ''}"
+
+    def lat(v, _):
+        return f"{abs(v):g}°{'N' if v > 0 else 'S' if v < 0 else ''}"
+    ax.xaxis.set_major_locator(MaxNLocator(3, steps=[1, 2, 2.5, 5, 10]))
+    ax.yaxis.set_major_locator(MaxNLocator(3, steps=[1, 2, 2.5, 5, 10]))
+    ax.xaxis.set_major_formatter(FuncFormatter(lon))
+    ax.yaxis.set_major_formatter(FuncFormatter(lat))
+    ax.tick_params(labelsize=6)
+
+
+def scorecard_figure(cards: list[dict], path: Path) -> Path:
+    """A WeatherBench 2 style scorecard of one prepared dataset (results.method_scorecards): one heat
+    map per metric (regions included), rows methods, columns lead times (and variables), each cell
+    the improvement over `none` in % (positive = better), green better and red worse. Each panel has
+    its own colour scale, symmetric about 0 and set by its methods' cells (the reference forecasts
+    can be hundreds of % off and would wash everything else out; their cells beyond it are drawn at
+    its ends); the cells whose paired interval over seeds excludes zero are bold with a `*`."""
+    from matplotlib.colors import TwoSlopeNorm
+    plt = _pyplot()
+    width = max(len(c["columns"]) for c in cards)
+    heights = [len(c["rows"]) + 0.9 for c in cards]
+    fig, axes = plt.subplots(len(cards), 1, figsize=(3.2 + 0.85 * width, 0.34 * sum(heights) + 1.0), squeeze=False,
+                             gridspec_kw={"height_ratios": heights}, layout="constrained")
+    for ax, card in zip(axes[:, 0], cards):
+        values = card["relative"].to_numpy(dtype=float)
+        marked = card["significant"].to_numpy(dtype=bool)
+        methods = [bool(card["seeds"][m]) for m in card["rows"]]
+        scale = np.abs(values[methods] if any(methods) else values)
+        bound = float(np.nanmax(scale)) if np.isfinite(scale).any() else 1.0
+        norm = TwoSlopeNorm(vcenter=0.0, vmin=-(bound or 1.0), vmax=bound or 1.0)
+        image = ax.imshow(values, cmap="RdYlGn", norm=norm, aspect="auto")
+        for (i, j), v in np.ndenumerate(values):
+            if np.isfinite(v):
+                dark = abs(norm(v) - 0.5) > 0.35  # white text on the deep ends of the colour map
+                ax.text(j, i, f"{v:+.1f}{'*' if marked[i, j] else ''}", ha="center", va="center", fontsize=7,
+                        color="white" if dark else "black", fontweight="bold" if marked[i, j] else "normal")
+        ax.set_xticks(range(len(card["columns"])), card["columns"], fontsize=7)
+        ax.set_yticks(range(len(card["rows"])), [m if card["seeds"][m] else f"{m} (reference)"
+                                                 for m in card["rows"]], fontsize=7)
+        ax.set_title(card["metric"], fontsize=8, loc="left")
+        ax.tick_params(length=0)
+        fig.colorbar(image, ax=ax, extend="both", fraction=0.04, pad=0.01).ax.tick_params(labelsize=6)
+    axes[-1, 0].set_xlabel(f"lead time ({cards[0].get('lead_unit', 'steps')})", fontsize=8)
+    digest = f" (data {cards[0]['data_digest'].split(':')[-1][:12]})" if cards[0]["data_digest"] else ""
+    fig.suptitle(f"{cards[0]['dataset']}{digest}: improvement over `none` in % (positive = better), test split, "
+                 f"mean over seeds\nbold * = paired 95% interval over seeds excludes 0", fontsize=9)
     return _save(fig, path)
 
 
@@ -266,4 +384,10 @@ def comparison_figures(board: pd.DataFrame, out_dir: Path, *, data_dir: Path | N
                 if (read_json(run_dir / "config.json").get("dataset_meta") or {}).get("kind") == "weather":
                     written.append(forecast_sample(run_dir, out_dir / f"{stem}-sample-{slug}-anomalies.png",
                                                    data_dir=data_dir, anomalies=True))
+    from svqbench.results import method_scorecards, short_digest
+    by_data: dict[tuple, list] = {}
+    for card in method_scorecards(board, warn=lambda _: None):  # compare warns about unreadable files once
+        by_data.setdefault((card["dataset"], short_digest(card["data_digest"])), []).append(card)
+    for (dataset, digest), cards in sorted(by_data.items()):
+        written.append(scorecard_figure(cards, out_dir / f"{'-'.join(filter(None, (dataset, digest)))}-scorecard.png"))
     return written

@@ -719,7 +719,8 @@ def method_scorecards(board: pd.DataFrame, *, warn: Callable[[str], None] | None
                    for var in ([key[0]] if isinstance(key, tuple) else [None])]
         rel = pd.DataFrame(relative).T
         rel.columns = columns
-        sig = pd.DataFrame(significant).T.astype(bool)
+        rel = rel.dropna(how="all")  # e.g. the climatology's ACC: undefined, so not a row
+        sig = pd.DataFrame(significant).T.astype(bool).loc[rel.index]
         sig.columns = columns
         out.append({**{k: card[k] for k in ("dataset", "data_digest", "metric", "step", "units")},
                     "baseline": "none", "rows": list(rel.index), "columns": columns,

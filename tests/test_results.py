@@ -82,9 +82,10 @@ def test_runs_on_different_prepared_data_are_never_compared():
             dict(quantizer="none", seed=1, test_mae=0.9, data_digest="sha256:bbb", persistence_mae=1.5)]
     table = compare_table(board(rows))
     svq = table[table.method == "svq"].iloc[0]
-    assert svq["data_digest"] == "sha256:bbb" and svq["mae_improvement_pct"] == pytest.approx(100 * 0.4 / 0.9)
+    # the table shows a digest as its first 12 hex characters (the leaderboard keeps the whole one)
+    assert svq["data_digest"] == "bbb" and svq["mae_improvement_pct"] == pytest.approx(100 * 0.4 / 0.9)
     persistence = table[table.method == "persistence"].set_index("data_digest")["mae_mean"]
-    assert persistence.to_dict() == {"sha256:aaa": 0.6677, "sha256:bbb": 1.5}
+    assert persistence.to_dict() == {"aaa": 0.6677, "bbb": 1.5}
 
 
 def test_compare_cli_prints_the_interval_verdict_and_units(tmp_path):
@@ -110,7 +111,7 @@ def test_compare_of_a_dimensionless_field_prints_no_unit(tmp_path, monkeypatch, 
     monkeypatch.setenv("COLUMNS", "250")
     code, out, err = cli(["compare", str(tmp_path)], monkeypatch, capsys)
     assert code == 0, err
-    assert "MAE − none [95% CI]" in out and "(1)" not in out and "1²" not in out
+    assert "MAE gain vs none [95% CI]" in out and "(1)" not in out and "1²" not in out
 
 
 def test_one_seed_on_the_embedded_26_windows_prints_no_interval_and_no_verdict(tmp_path, monkeypatch, capsys):
@@ -130,7 +131,7 @@ def test_one_seed_on_the_embedded_26_windows_prints_no_interval_and_no_verdict(t
     assert code == 0, err
     assert "cannot tell from one seed on 26 windows: run 3 seeds" in out
     svq = next(line for line in out.splitlines() if line.strip("│ ").startswith("svq"))
-    assert "-0.0338" in svq and "[" not in svq and "better" not in svq and "n/a" in svq
+    assert "+0.0338" in svq and "[" not in svq and "better" not in svq and "n/a" in svq
 
 
 # ------------------------------------------------------------------ hand-edited and empty leaderboards
