@@ -101,8 +101,9 @@ class RunConfig:
     noise: float = _opt(0.0, "training-time noise: fraction eta of input elements multiplied by U(-2, 2) (Table 5)")
     # weather evaluation (docs/metrics.md): what ACC and the climatology forecast are measured against,
     # and the regions scored besides the whole grid; neither changes training
-    climatology: str = _opt("seasonal", "weather scores: seasonal (day of year [x time of day] or month of year, "
-                                        "train split, WeatherBench 2 smoothing) or static (one train mean per cell)")
+    climatology: str = _opt("seasonal", "weather scores: seasonal (day of year, by time of day if sub-daily, or "
+                                        "month of year; train split, WeatherBench 2 smoothing) or static (one train "
+                                        "mean per cell)")
     regions: str = _opt("wb2", "weather scores: regions besides the whole grid: wb2 (its latitude bands), a band "
                                "name, NAME=LAT0,LAT1[,LON0,LON1], NAME=MASK.npy|.nc, or none; several separated "
                                "by spaces or ';'")

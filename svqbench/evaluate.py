@@ -173,7 +173,8 @@ def regions_for(ds: PreparedDataset, spec: str = DEFAULT_REGIONS) -> tuple[dict[
         cells = inside if ds.mask is None else inside & ds.mask
         if not cells.any():
             if region.asked:
-                raise UserError(f"region {region.name} ({region.definition()}) holds no {'valid ' if ds.mask is not None else ''}"
+                valid = "valid " if ds.mask is not None else ""
+                raise UserError(f"region {region.name} ({region.definition()}) holds no {valid}"
                                 f"cell of the grid of {where} ({_grid_extent(ds, lon, lon2d)}); widen it or drop it "
                                 f"from --regions")
             described[region.name] = {"definition": region.definition(), "scored": False,

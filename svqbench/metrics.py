@@ -411,9 +411,9 @@ class ErrorAccumulator:
                 out[f"{name}_by_channel"] = ratio(self.acc_sum.sum(0), self.acc_count.sum(0))
                 out[f"{name}_by_lead_by_channel"] = ratio(self.acc_sum, self.acc_count)
             for r, region in enumerate(self.region_names):
-                out[f"{name}_{region}"] = ratio(self.acc_sum_region[:, :, r].sum(), self.acc_count_region[:, :, r].sum())
-                out[f"{name}_{region}_by_lead"] = ratio(self.acc_sum_region[:, :, r].sum(1),
-                                                        self.acc_count_region[:, :, r].sum(1))
+                total, count = self.acc_sum_region[:, :, r], self.acc_count_region[:, :, r]
+                out[f"{name}_{region}"] = ratio(total.sum(), count.sum())
+                out[f"{name}_{region}_by_lead"] = ratio(total.sum(1), count.sum(1))
         return out
 
 

@@ -101,7 +101,8 @@ def region_mask(spec: RegionSpec, grid: tuple[int, int], *, lat: np.ndarray | No
     if lat2d is None and lat is None:
         raise UserError(f"region {spec.name} ({spec.definition()}) needs latitudes; {where} has none "
                         f"(pixels or metres): give a mask file (NAME=MASK.npy) or drop --regions")
-    la = np.asarray(lat2d, np.float64) if lat2d is not None else np.broadcast_to(np.asarray(lat, np.float64)[:, None], (h, w))
+    la = np.asarray(lat2d, np.float64) if lat2d is not None else \
+        np.broadcast_to(np.asarray(lat, np.float64)[:, None], (h, w))
     inside = np.zeros((h, w), dtype=bool)
     for a, b in spec.lat:
         inside |= (la >= a) & (la <= b)
@@ -109,7 +110,8 @@ def region_mask(spec: RegionSpec, grid: tuple[int, int], *, lat: np.ndarray | No
         if lon2d is None and lon is None:
             raise UserError(f"region {spec.name} ({spec.definition()}) needs longitudes; {where} has none: "
                             f"give only LAT0,LAT1")
-        lo = np.asarray(lon2d, np.float64) if lon2d is not None else np.broadcast_to(np.asarray(lon, np.float64)[None, :], (h, w))
+        lo = np.asarray(lon2d, np.float64) if lon2d is not None else \
+            np.broadcast_to(np.asarray(lon, np.float64)[None, :], (h, w))
         lo, (a, b) = np.mod(lo, 360.0), (spec.lon[0] % 360.0, spec.lon[1] % 360.0)
         inside &= ((lo >= a) & (lo <= b)) if a <= b else ((lo >= a) | (lo <= b))
     return inside

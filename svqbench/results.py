@@ -516,9 +516,9 @@ def scorecard(board: pd.DataFrame, metrics: tuple = SCORECARD_METRICS, *,
     for (dataset, digest), runs in sorted(_weather_runs(board, warn, 'the scorecard').items()):
         first = runs[0][1]
         channels = (first["test"].get("metric_set") or {}).get("channels") or []
-        regional = tuple(((f"rmse_latweighted_{r}", f"rmse_per_pixel_{r}"), (f"acc_latweighted_{r}", f"acc_unweighted_{r}"))
-                         for r in scored_regions(first["test"]))
-        for choices in tuple(metrics) + tuple(c for pair in regional for c in pair):
+        regional = tuple(choice for r in scored_regions(first["test"]) for choice in (
+            (f"rmse_latweighted_{r}", f"rmse_per_pixel_{r}"), (f"acc_latweighted_{r}", f"acc_unweighted_{r}")))
+        for choices in tuple(metrics) + regional:
             metric = next((m for m in choices if f"{m}_by_lead" in first["test"]), None)
             if metric is None:
                 continue
