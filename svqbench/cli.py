@@ -608,6 +608,8 @@ def predict(run: str = typer.Argument(..., help="run folder, or run id under --r
                                                            "lead time) for each of the first N samples"),
             lead: Optional[int] = typer.Option(None, "--lead", help="forecast N steps, rolling the model out "
                                                "autoregressively past its out_len (default: out_len)"),
+            members: Optional[list[str]] = typer.Option(None, "--members", help="another run of RUN's recipe with "
+                                                        "another seed (repeatable): a seed ensemble on a member dim"),
             device: str = typer.Option("cpu", help="cpu | cuda | cuda:N"),
             results_dir: Path = RESULTS, data_dir: Optional[Path] = DATA):
     """Write a run's forecasts in physical units: weather as NetCDF/zarr in the WeatherBench 2 layout
@@ -616,9 +618,10 @@ def predict(run: str = typer.Argument(..., help="run folder, or run id under --r
     with _stopped_cleanly("no forecast was written; an earlier file at that path is kept"):
         path, summary = predict_run(run, split=split, fmt=format, out=out, input=input, var=var or None,
                                     level=level, strips=strips, device=device, results_dir=results_dir,
-                                    data_dir=data_dir, lead=lead)
+                                    data_dir=data_dir, lead=lead, members=members or None)
     what = f"the {summary['split']} split" if summary["split"] else f"input {summary['input']}"
-    console.print(f"wrote {path}: {summary['forecasts']} forecasts of {summary['lead_steps']} steps of {what} "
+    ensemble = f" by {len(summary['members'])} members" if summary.get("members") else ""
+    console.print(f"wrote {path}: {summary['forecasts']} forecasts{ensemble} of {summary['lead_steps']} steps of {what} "
                   f"({summary['format']})", markup=False, highlight=False, soft_wrap=True)
     if summary["strips"]:
         console.print(f"wrote {len(summary['strips'])} PNG strip(s) to {Path(summary['strips'][0]).parent}",

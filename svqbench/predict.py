@@ -183,7 +183,7 @@ def _grid_coords(ds) -> tuple[tuple[str, str], dict]:
 
 
 def skeleton(ds, *, dataset: str, times: ForecastTimes, step: cf.Step | None, window_start: np.ndarray | None,
-             attrs: dict):
+             attrs: dict, members: list[str] | None = None):
     """The xarray Dataset of everything but the forecast values: coordinates and attributes. Times are
     CF numbers with units and calendar (xarray decodes them); a lead is a timedelta, or whole months or
     years with those units."""
@@ -211,6 +211,9 @@ def skeleton(ds, *, dataset: str, times: ForecastTimes, step: cf.Step | None, wi
     if window_start is not None:
         coords["window_start"] = ("time", np.asarray(window_start, dtype=np.int64),
                                   {"long_name": "first input frame of the window in the prepared dataset"})
+    if members:  # a seed ensemble: one run per member
+        coords["member"] = ("member", np.arange(len(members)),
+                            {"long_name": "ensemble member (the run ids are in the svqbench_members attribute)"})
     levels = sorted({lev for v in variables(ds, dataset) if v.levels for lev in v.levels})
     if levels:
         coords["level"] = ("level", np.asarray(levels, dtype=np.int64),
@@ -220,6 +223,11 @@ def skeleton(ds, *, dataset: str, times: ForecastTimes, step: cf.Step | None, wi
 
 
 # ---- writers: one temp file (or folder) each, renamed into place --------------------------------
+
+def _channels(block: np.ndarray, v: Variable) -> np.ndarray:
+    """A variable's values of a (B, [M,] T, C, H, W) block: its levels on their own axis, else one channel."""
+    return block[..., v.channels, :, :] if v.levels else block[..., v.channels[0], :, :]
+
 
 class _NetCDF:
     def __init__(self, tmp: Path, base, ds, dataset: str):
@@ -231,17 +239,18 @@ class _NetCDF:
         aux = " ".join(["valid_time"] + (["latitude", "longitude"] if ydim != "latitude" and "latitude" in coords
                                          else []))
         self.vars = variables(ds, dataset)
+        member = ("member",) if "member" in base.dims else ()
         for v in self.vars:
-            dims = ("time", "prediction_timedelta", *(("level",) if v.levels else ()), ydim, xdim)
-            sizes = (1, base.sizes["prediction_timedelta"], *((len(v.levels),) if v.levels else ()), *ds.grid)
+            dims = ("time", *member, "prediction_timedelta", *(("level",) if v.levels else ()), ydim, xdim)
+            sizes = (1, *(base.sizes[d] for d in member), base.sizes["prediction_timedelta"],
+                     *((len(v.levels),) if v.levels else ()), *ds.grid)
             var = self.nc.createVariable(v.name, "f4", dims, compression="zlib", complevel=1, shuffle=True,
                                          chunksizes=sizes, fill_value=np.float32(np.nan))
             var.setncatts({"units": v.units, "long_name": v.long_name, "coordinates": aux})
 
     def write(self, row: int, block: np.ndarray) -> None:
         for v in self.vars:
-            values = block[:, :, v.channels] if v.levels else block[:, :, v.channels[0]]
-            self.nc[v.name][row: row + len(block)] = values
+            self.nc[v.name][row: row + len(block)] = _channels(block, v)
 
     def close(self) -> None:
         self.nc.close()
@@ -254,10 +263,10 @@ class _Zarr:
 
     def write(self, row: int, block: np.ndarray) -> None:
         part = self.base.isel(time=slice(row, row + len(block)))
+        member = ("member",) if "member" in self.base.dims else ()
         for v in self.vars:
-            dims = ("time", "prediction_timedelta", *(("level",) if v.levels else ()), *self.dims)
-            values = block[:, :, v.channels] if v.levels else block[:, :, v.channels[0]]
-            part[v.name] = (dims, values, {"units": v.units, "long_name": v.long_name})
+            dims = ("time", *member, "prediction_timedelta", *(("level",) if v.levels else ()), *self.dims)
+            part[v.name] = (dims, _channels(block, v), {"units": v.units, "long_name": v.long_name})
         first = row == 0
         part.to_zarr(self.tmp, mode="w" if first else "a", append_dim=None if first else "time", zarr_format=2,
                      consolidated=True)
@@ -441,9 +450,11 @@ def rollout(forecast, x: np.ndarray, lead_steps: int, *, mask: np.ndarray | None
 def predict_run(run: str | Path, *, split: str | None = None, fmt: str | None = None, out: Path | None = None,
                 input: str | Path | None = None, var: list[str] | None = None, level: float | None = None,
                 strips: int = 0, device: str = "cpu", results_dir: str | Path | None = "results",
-                data_dir: str | Path | None = None, lead: int | None = None) -> tuple[Path, dict]:
+                data_dir: str | Path | None = None, lead: int | None = None,
+                members: list[str] | None = None) -> tuple[Path, dict]:
     """Write a run's forecasts of a split (default test) or of new input; returns (path, summary).
-    `lead`: forecast that many steps (default the run's out_len), rolling out past out_len."""
+    `lead`: forecast that many steps (default the run's out_len), rolling out past out_len.
+    `members`: more runs of the same recipe (other seeds): a seed ensemble on a `member` dim, the run first."""
     from svqbench.data.batches import split_batches
     from svqbench.evaluate import EVAL_SPLITS, dataset_kind
     from svqbench.models import describe_model
@@ -466,6 +477,10 @@ def predict_run(run: str | Path, *, split: str | None = None, fmt: str | None = 
     ds, cfg = loaded.dataset, loaded.config
     kind = dataset_kind(ds)
     lead_steps = lead or ds.out_len
+    ensemble = [loaded] + [_member(m, loaded, results_dir=results_dir, data_dir=data_dir, device=device)
+                           for m in members or []]
+    if len({r.run_id for r in ensemble}) < len(ensemble):
+        raise UserError(f"--members repeats a run: {', '.join(r.run_id for r in ensemble)}")
     if input is not None and kind != "weather":
         raise UserError(f"--input reads gridded weather files; run {loaded.run_id} is a {kind} run")
     stem = f"forecast_{split}" if split else f"forecast_{Path(str(input)).stem or 'input'}"
@@ -489,6 +504,9 @@ def predict_run(run: str | Path, *, split: str | None = None, fmt: str | None = 
                  "source": f"svqbench {__version__}: {describe_model(cfg)} with quantizer {cfg.quantizer}, run "
                            f"{loaded.run_id}, best-by-validation weights, norm {cfg.norm}",
                  "svqbench_run": loaded.run_id, "svqbench_dataset": cfg.dataset,
+                 **({"svqbench_members": json.dumps([r.run_id for r in ensemble]),
+                     "svqbench_ensemble": "seed ensemble: the same recipe trained with different seeds, one run a "
+                                          "member"} if members else {}),
                  "svqbench_split": split or "", "svqbench_input": str(input or ""),
                  "svqbench_channels": json.dumps([[v.name, lev] for v in variables(ds, cfg.dataset)
                                                   for lev in (v.levels or [None])]),
@@ -499,14 +517,16 @@ def predict_run(run: str | Path, *, split: str | None = None, fmt: str | None = 
             attrs["svqbench_rollout"] = (f"leads past {ds.out_len} steps are autoregressive: the model's own forecasts "
                                          f"are fed back as input")
         summary = {"path": str(path), "format": fmt, "forecasts": int(n), "lead_steps": lead_steps,
-                   "split": split, "input": str(input) if input else None, "run_id": loaded.run_id}
+                   "split": split, "input": str(input) if input else None, "run_id": loaded.run_id,
+                   "members": [r.run_id for r in ensemble] if members else None}
         opener = _replacing_store if fmt == "zarr" else replacing
         samples = []
         with opener(path) as tmp, _netcdf_errors(path):
             if fmt == "npy":
-                sink = _Npy(tmp, (n, lead_steps, len(ds.channels), *ds.grid))
+                sink = _Npy(tmp, (n, *((len(ensemble),) if members else ()), lead_steps, len(ds.channels), *ds.grid))
             else:
-                base = skeleton(ds, dataset=cfg.dataset, times=times, step=step, window_start=starts, attrs=attrs)
+                base = skeleton(ds, dataset=cfg.dataset, times=times, step=step, window_start=starts, attrs=attrs,
+                                members=[r.run_id for r in ensemble] if members else None)
                 sink = (_NetCDF if fmt == "netcdf" else _Zarr)(tmp, base, ds, cfg.dataset)
             try:
                 row = 0
@@ -515,20 +535,24 @@ def predict_run(run: str | Path, *, split: str | None = None, fmt: str | None = 
                 else:
                     batches = _input_windows(frames, ds.in_len, n, cfg.batch_size)
                 for x, y in batches:
-                    pred = rollout(lambda v: loaded.forecast(v, batch_size=len(v)), x, lead_steps, mask=ds.mask)
+                    preds = [rollout(lambda v, r=r: r.forecast(v, batch_size=len(v)), x, lead_steps, mask=ds.mask)
+                             for r in ensemble]
+                    pred = np.stack(preds, axis=1) if members else preds[0]
                     if ds.mask is not None:  # no forecast where the run has no data (land in an SST field)
                         pred[..., ~ds.mask] = np.nan
                     sink.write(row, pred)
                     for i in range(max(0, min(strips - row, len(x)))):
-                        samples.append((row + i, x[i], None if y is None else y[i], pred[i]))
+                        samples.append((row + i, x[i], None if y is None else y[i], preds[0][i]))
                     row += len(x)
             finally:
                 sink.close()
+        sink_shape = (int(n), *((len(ensemble),) if members else ()), lead_steps, len(ds.channels), *ds.grid)
         if fmt == "npy":
             write_json(path.with_suffix(".json"), {
                 "format": "svqbench-forecast-npy-1", "array": path.name,
-                "axes": ["sample", "lead", "channel", "y", "x"],
-                "shape": [int(n), lead_steps, len(ds.channels), *ds.grid], "units": ds.meta.get("units"),
+                "axes": ["sample", *(["member"] if members else []), "lead", "channel", "y", "x"],
+                "shape": list(sink_shape), "units": ds.meta.get("units"),
+                "members": [r.run_id for r in ensemble] if members else None,
                 "channels": ds.channels, "step": str(step) if step else ds.meta.get("step"),
                 "init_time": times.labels(), "calendar": times.calendar,
                 "masked_cells": "NaN" if ds.mask is not None else None,
@@ -541,6 +565,23 @@ def predict_run(run: str | Path, *, split: str | None = None, fmt: str | None = 
     finally:
         if frames is not None:
             frames.close()
+
+
+def _member(run: str, first, *, results_dir, data_dir, device: str):
+    """A run of a seed ensemble: the same recipe as `first` (every setting but the seed) on the same data."""
+    from svqbench.runs import load_run
+    other = load_run(run, results_dir=results_dir, data_dir=data_dir, device=device)
+    if other.saved is None:
+        raise UserError(f"--members {run} is an export; give run folders")
+    mine, theirs = first.config.to_dict(), other.config.to_dict()
+    differ = [k for k in sorted(set(mine) | set(theirs)) if k != "seed" and mine.get(k) != theirs.get(k)]
+    if differ:
+        k = differ[0]
+        raise UserError(f"--members {other.run_id} is not the recipe of {first.run_id}: {k} {theirs.get(k)!r} vs "
+                        f"{mine.get(k)!r}; a seed ensemble differs only in --seed")
+    if other.dataset.meta.get("digest") != first.dataset.meta.get("digest"):
+        raise UserError(f"--members {other.run_id} was trained on other data than {first.run_id} (dataset digest)")
+    return other
 
 
 @contextlib.contextmanager
@@ -617,7 +658,11 @@ def read_forecast(path: str | Path) -> tuple[np.ndarray, dict]:
         if not side.is_file():
             raise UserError(f"{path} has no {side.name} beside it; it was not written by svqbench predict")
         from svqbench.runs import read_json
-        return np.load(path, mmap_mode="r"), read_json(side)
+        sidecar = read_json(side)
+        if sidecar.get("members"):
+            raise UserError(f"{path} is an ensemble (a member axis); write it as NetCDF and score it with "
+                            f"`svqbench score`")
+        return np.load(path, mmap_mode="r"), sidecar
     import xarray as xr
     try:
         opened = xr.open_zarr(path) if path.is_dir() else xr.open_dataset(path)
@@ -626,6 +671,9 @@ def read_forecast(path: str | Path) -> tuple[np.ndarray, dict]:
     with opened as f:
         if "svqbench_channels" not in f.attrs:
             raise UserError(f"{path} was not written by svqbench predict (no svqbench_channels attribute)")
+        if "member" in f.dims:
+            raise UserError(f"{path} is an ensemble (member dim); score it with `svqbench score {path} --dataset "
+                            f"{f.attrs.get('svqbench_dataset', 'NAME')} --name NAME`")
         parts = []
         for name, level in json.loads(f.attrs["svqbench_channels"]):
             da = f[name] if level is None else f[name].sel(level=level)

@@ -14,6 +14,7 @@ from scores.probability import crps_for_ensemble
 
 from svqbench.config import resolve
 from svqbench.experiment import run_experiment
+from svqbench.predict import predict_run
 from svqbench.results import compare_table, load_leaderboards
 
 TINY = dict(hid_s=8, hid_t=16, n_t=2, n_s=2, mlp_ratio=2.0, epochs=1, batch_size=8, warmup_epochs=0)
@@ -196,3 +197,37 @@ def test_bad_forecast_files_are_one_line_and_record_nothing(run, tmp_path, monke
                           "--results-dir", str(results), "--data-dir", str(data)], monkeypatch, capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1 and message in err, err
     assert not (results / f"external-bad-{name}").exists() and (results / "leaderboard.csv").read_text() == board
+
+
+def test_predict_members_writes_a_seed_ensemble_that_score_reads(run, tmp_path, monkeypatch, capsys):
+    results, data = run
+    run_experiment(resolve(cli=dict(TINY, quantizer="none", seed=7)), results_dir=results, data_dir=data,
+                   run_id="r0-seed7")
+    out = tmp_path / "seeds.nc"
+    code, stdout, err = cli(["predict", "r0", "--members", "r0-seed7", "--out", str(out), "--results-dir",
+                             str(results), "--data-dir", str(data)], monkeypatch, capsys)
+    assert code == 0 and "26 forecasts by 2 members of 5 steps" in stdout, err
+    with xr.open_dataset(out) as f:
+        ensemble = f["air_temperature"].load()
+        assert ensemble.dims == ("time", "member", "prediction_timedelta", "latitude", "longitude")
+        assert json.loads(f.attrs["svqbench_members"]) == ["r0", "r0-seed7"]
+    for i, member in enumerate(["r0", "r0-seed7"]):  # each member is that run's own forecast
+        single, _ = predict_run(member, results_dir=results, data_dir=data, out=tmp_path / f"{member}.nc")
+        with xr.open_dataset(single) as f:
+            np.testing.assert_array_equal(ensemble.isel(member=i).values, f["air_temperature"].values)
+    code, stdout, err = cli(["score", str(out), "--dataset", "embedded", "--name", "seeds", "--results-dir",
+                             str(results), "--data-dir", str(data)], monkeypatch, capsys)
+    assert code == 0, err
+    test = json.loads((results / "external-seeds" / "metrics.json").read_text())["test"]
+    obs = xr.DataArray(_truth(data / "embedded"), dims=("time", "prediction_timedelta", "latitude", "longitude"),
+                       coords={"latitude": ensemble["latitude"]})
+    fcst = ensemble.drop_vars(["time", "prediction_timedelta", "valid_time", "window_start"]).astype(np.float64)
+    weights = np.cos(np.deg2rad(ensemble["latitude"]))
+    expected = crps_for_ensemble(fcst, obs, ensemble_member_dim="member", method="fair", weights=weights)
+    assert test["crps_fair"] == pytest.approx(float(expected), rel=1e-6) and test["ensemble_members"] == 2
+    # another recipe is not a seed ensemble
+    run_experiment(resolve(cli=dict(TINY, quantizer="none", seed=8, loss="l2", max_steps_per_epoch=2)), results_dir=results, data_dir=data,
+                   run_id="r0-mse")
+    code, _, err = cli(["predict", "r0", "--members", "r0-mse", "--out", str(tmp_path / "bad.nc"), "--results-dir",
+                        str(results), "--data-dir", str(data)], monkeypatch, capsys)
+    assert code == 2 and "--members r0-mse is not the recipe of r0: loss 'l2' vs" in err
