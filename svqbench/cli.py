@@ -652,6 +652,10 @@ def score(forecast: Path = typer.Argument(..., help="forecast file (.nc) or zarr
     console.print(f"{metrics['run_id']} test: " + "  ".join(f"{k} {test[k]:.4g}" for k in keys
                                                             if isinstance(test.get(k), float)),
                   markup=False, highlight=False, soft_wrap=True)
+    skipped = metrics["external"]["leads_not_scored"]
+    if skipped:
+        console.print(f"scored leads 1..{metrics['external']['leads_scored']} (the dataset's out_len); {skipped} further "
+                      f"lead(s) of the file were not scored", markup=False, highlight=False, soft_wrap=True)
     console.print(f"wrote {run_dir / 'metrics.json'} and a leaderboard row in {Path(results_dir) / 'leaderboard.csv'}",
                   markup=False, highlight=False, soft_wrap=True)
 

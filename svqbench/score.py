@@ -248,6 +248,7 @@ class ForecastFile:
     leads: np.ndarray       # the file's lead index of leads 1..out_len
     members: int | None
     flipped: bool
+    unscored_leads: int     # leads of the file past out_len (or between steps): not scored
 
     def read(self, windows: np.ndarray) -> np.ndarray:
         rows = self.rows[windows]
@@ -330,7 +331,7 @@ def open_forecast(path: str | Path, ds, dataset: str, split: str = "test") -> Fo
     except BaseException:
         f.close()
         raise
-    return ForecastFile(path, f, arrays, rows, leads, members, flipped)
+    return ForecastFile(path, f, arrays, rows, leads, members, flipped, len(steps) - len(leads))
 
 
 def score_file(path: str | Path, *, dataset: str, name: str, run_id: str | None = None, seed: int | None = None,
@@ -415,6 +416,7 @@ def score_file(path: str | Path, *, dataset: str, name: str, run_id: str | None 
         forecast.close()
     refs = evaluate_references(ds, split="test", cfg=cfg)
     external = {"file": str(Path(path).resolve()), "name": name, "members": forecast.members,
+                "leads_scored": ds.out_len, "leads_not_scored": forecast.unscored_leads,
                 "scored": dt.datetime.now().isoformat(timespec="seconds")}
     run_dir = create_run_dir(results_dir, run_id)
     write_json(run_dir / "config.json", {"run_id": run_id, "external": external,

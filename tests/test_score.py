@@ -131,6 +131,8 @@ def test_a_persistence_file_written_by_xarray_reproduces_svqbench_persistence_an
     assert isinstance(row["mse_verdict"], str) and row["mse_verdict"]
     assert row["ci_method"] == "cannot tell from one seed on 26 windows: run 3 seeds"
     assert "none: 1 seed" in err and "persistence-xr: 1 seed" not in err  # a file has no seeds to run more of
+    code, out, err = cli(["compare", str(results), "--scorecard"], monkeypatch, capsys)
+    assert code == 0 and "external-persistence-xr" in out, err
 
 
 def test_an_ensemble_file_gets_the_crps_of_scores_and_a_spread_skill_ratio(run, tmp_path, monkeypatch, capsys):
@@ -231,3 +233,21 @@ def test_predict_members_writes_a_seed_ensemble_that_score_reads(run, tmp_path, 
     code, _, err = cli(["predict", "r0", "--members", "r0-mse", "--out", str(tmp_path / "bad.nc"), "--results-dir",
                         str(results), "--data-dir", str(data)], monkeypatch, capsys)
     assert code == 2 and "--members r0-mse is not the recipe of r0: loss 'l2' vs" in err
+
+
+def test_leads_past_the_datasets_horizon_are_said_and_not_scored(run, tmp_path, monkeypatch, capsys):
+    results, data = run
+    path = tmp_path / "longer.nc"
+    five = write_persistence(data / "embedded", tmp_path / "five.nc")
+    longer = xr.concat([five, five.isel(prediction_timedelta=[0, 1]).assign_coords(prediction_timedelta=[6, 7])],
+                       dim="prediction_timedelta")
+    longer["prediction_timedelta"].attrs["units"] = "years"
+    longer.to_netcdf(path)
+    code, out, err = cli(["score", str(path), "--dataset", "embedded", "--name", "longer", "--run-id", "ext-longer",
+                          "--results-dir", str(results), "--data-dir", str(data)], monkeypatch, capsys)
+    assert code == 0 and "scored leads 1..5 (the dataset's out_len); 2 further lead(s) of the file were not scored" \
+        in out.replace("\n", " "), err
+    metrics = json.loads((results / "ext-longer" / "metrics.json").read_text())
+    theirs = json.loads((results / "r0" / "metrics.json").read_text())["persistence"]
+    assert metrics["test"]["rmse_latweighted"] == pytest.approx(theirs["rmse_latweighted"], rel=1e-6)
+    assert metrics["external"]["leads_not_scored"] == 2
