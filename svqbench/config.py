@@ -242,7 +242,8 @@ def resolve(dataset: str | None = None, scale: str | None = None, recipe: dict[s
         raise UserError(f"bad dataset name {dataset!r}: use letters, digits, '.', '_' and '-' (not first)")
     preset = presets_for(dataset, data_dir)
     from svqbench.models import model_preset
-    model = cli.get("model", recipe.get("model", RunConfig.model))
+    model = _coerce("model", cli["model"], "command line") if "model" in cli else \
+        _coerce("model", recipe["model"], "recipe") if "model" in recipe else RunConfig.model
     merged: dict[str, Any] = {"dataset": dataset, "scale": scale}
     origin: dict[str, str] = {}  # field -> the layer its value came from
     for where, layer in (("preset", preset[scale]), ("model preset", model_preset(model, dataset, scale)),

@@ -140,6 +140,12 @@ def test_profile_recipe_table12_sets_counts_beside_the_published(tmp_path, monke
     assert code == 2 and "drop --model" in err
 
 
+def test_a_model_that_is_not_a_name_is_one_line():
+    from svqbench.errors import UserError
+    with pytest.raises(UserError, match="bad value \\[\\] for model in recipe: expected str"):
+        resolve(recipe={"model": []})
+
+
 def test_a_patch_larger_than_the_frame_is_one_line(monkeypatch, capsys):
     code, _, err = cli(["run", "--model", "convlstm", "--patch-size", "64", "--data-dir", "/nonexistent-svqbench"],
                        monkeypatch, capsys)
