@@ -251,3 +251,16 @@ def test_leads_past_the_datasets_horizon_are_said_and_not_scored(run, tmp_path, 
     theirs = json.loads((results / "r0" / "metrics.json").read_text())["persistence"]
     assert metrics["test"]["rmse_latweighted"] == pytest.approx(theirs["rmse_latweighted"], rel=1e-6)
     assert metrics["external"]["leads_not_scored"] == 2
+
+
+def test_a_recurrent_model_rolls_out_too(run, tmp_path):
+    results, data = run
+    from svqbench.score import evaluate_leads
+    run_experiment(resolve(cli=dict(model="convlstm", epochs=1, batch_size=8, warmup_epochs=0, max_steps_per_epoch=2)),
+                   results_dir=results, data_dir=data, run_id="rc")
+    _, record = evaluate_leads("rc", 8, results_dir=results, data_dir=data)
+    metrics = json.loads((results / "rc" / "metrics.json").read_text())["test"]
+    assert [r["windows"] for r in record["leads"]] == [26] * 5 + [25, 24, 23]
+    np.testing.assert_allclose([r["model_rmse"] for r in record["leads"][:5]], metrics["rmse_latweighted_by_lead"],
+                               rtol=1e-6)
+    assert all(np.isfinite(r["model_rmse"]) for r in record["leads"])
