@@ -169,3 +169,97 @@ def test_undefined_perplexity_is_recorded_as_none():
     usage = codebook_usage(Holder(UniformWeights()), lambda: iter([torch.randn(1, 2, 5, 5)]))
     assert usage["perplexity_theta2"] is None and usage["perplexity_theta3"] is None
     assert usage["near_zero_fraction"] == pytest.approx(0.1 / math.sqrt(3), abs=0.005)  # |w| < 0.1 std, std 1/sqrt(3)
+
+
+# --- one visit of the weights: the same figures as the former two full passes -----------------------
+
+def former_two_pass_sparse_usage(model, batches) -> dict:
+    """The implementation this module replaced (two full forwards of the model over the split, the
+    weights computed in both, raw float64 power sums): the reference the new figures must equal."""
+    from svqbench.quantizers.analysis import NEAR_ZERO, THETAS, _chunks
+    q, k = model.quantizer, model.quantizer.codebook_size
+
+    def stream(visit):
+        handle = q.register_forward_pre_hook(lambda module, args: visit(args[0]) and None)
+        try:
+            model.eval()
+            with torch.no_grad():
+                for x in batches():
+                    model(x)
+        finally:
+            handle.remove()
+    moments = Moments()
+    stream(lambda z: [moments.update(q.weights(c)) for c in _chunks(tokens_of(z), k)] and None)
+    mean, std = moments.mean, moments.std
+    active = {t: torch.zeros(k, dtype=torch.int64) for t in THETAS}
+    near = [0]
+
+    def second(z):
+        for c in _chunks(tokens_of(z), k):
+            w = q.weights(c).float()
+            zs = (w - mean) / std
+            for t in THETAS:
+                active[t] += (zs.abs() > t).sum(0)
+            near[0] += int((w.abs() < NEAR_ZERO * std).sum())
+    with torch.no_grad():
+        stream(second)
+    return {"active": active, "perplexity_theta2": perplexity(active[2.0]), "perplexity_theta3": perplexity(active[3.0]),
+            "weight_kurtosis": moments.excess_kurtosis, "near_zero_fraction": near[0] / moments.n,
+            "weight_mean": mean, "weight_std": std, "n": moments.n}
+
+
+def tiny_simvp(out_len: int, **svq):
+    from svqbench.models.simvp import SimVP
+    torch.manual_seed(0)
+    shape = dict(in_len=3, out_len=out_len, channels=1, height=12, width=16)
+    return SimVP(**shape, hid_s=8, hid_t=16, n_s=2, n_t=2, quantizer="svq",
+                 quantizer_kwargs=dict(codebook_size=500, **svq)), shape
+
+
+@pytest.mark.parametrize("out_len, svq", [(3, {}), (6, {}), (3, {"post_relu": True}), (3, {"one_layer": True})],
+                         ids=["one-pass", "roll-out", "post-relu", "one-layer"])
+def test_sparse_usage_equals_the_former_two_full_passes(out_len, svq, monkeypatch):
+    """Tolerances: the mean and std come from the features' Gram matrix (float64) instead of the
+    float32 weights, and the kurtosis from central moments: figures agree to 1e-6 relative; an
+    active count may differ by a weight lying within float32 rounding of a threshold (<= 1e-6 of all)."""
+    import svqbench.quantizers.analysis as analysis
+    monkeypatch.setattr(analysis, "CHUNK_ELEMENTS", 20_000)  # several chunks per batch
+    model, shape = tiny_simvp(out_len, **svq)
+    batches = [torch.randn(b, 3, 1, 12, 16) * s for b, s in ((4, 1.0), (3, 2.0), (2, 0.5))]
+    old = former_two_pass_sparse_usage(model, lambda: iter(batches))
+    new = codebook_usage(model, lambda: iter(batches))
+    assert new["tokens"] * 500 == old["n"]
+    for key in ("perplexity_theta2", "perplexity_theta3", "weight_kurtosis", "near_zero_fraction", "weight_mean",
+                "weight_std"):
+        assert new[key] == pytest.approx(old[key], rel=1e-6, abs=1e-9), key
+    for t in (2, 3):
+        assert new[f"active_fraction_theta{t}"] * old["n"] == pytest.approx(float(old["active"][float(t)].sum()),
+                                                                           abs=max(1.0, 1e-6 * old["n"]))
+
+
+def test_usage_stops_the_forward_at_the_quantizer_unless_it_rolls_out():
+    """One call per forward: the translator runs for the first batch only (which shows that); a
+    roll-out calls the quantizer on the decoder's output, so every forward runs in full."""
+    from svqbench.quantizers.analysis import QuantizerInputs
+    for out_len, translated in ((3, 1), (6, 2 * 3)):
+        model, _ = tiny_simvp(out_len)
+        calls = []
+        model.translator.register_forward_pre_hook(lambda m, a: calls.append(1) and None)
+        batches = [torch.randn(2, 3, 1, 12, 16) for _ in range(3)]
+        ticks = []
+        inputs = QuantizerInputs(model, lambda: iter(batches), passes=2, total_batches=3,
+                                 progress=lambda done, total: ticks.append((done, total)))
+        first, second = [z.clone() for z in inputs], list(inputs)
+        assert len(calls) == translated, out_len
+        assert len(first) == 3 * (out_len // 3) and all(torch.equal(a, b) for a, b in zip(first, second))
+        assert ticks == [(i, 6) for i in range(1, 7)]
+
+
+def test_inputs_beyond_the_cache_budget_are_recomputed():
+    from svqbench.quantizers.analysis import QuantizerInputs
+    model, _ = tiny_simvp(3)
+    batches = [torch.randn(2, 3, 1, 12, 16) for _ in range(2)]
+    seen = []
+    inputs = QuantizerInputs(model, lambda: seen.append(1) or iter(batches), passes=2, cache_bytes=100)
+    assert [torch.equal(a, b) for a, b in zip(list(inputs), list(inputs))] == [True, True]
+    assert len(seen) == 2 and inputs.cache is None

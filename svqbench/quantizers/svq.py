@@ -101,6 +101,11 @@ class SVQ(nn.Module):
         w = self.proj_out(self._hidden(tokens))
         return torch.relu(w) if self.post_relu else w
 
+    def weight_head(self):
+        """(features, B, b) with weights(tokens) = features(tokens) @ B.T + b, or None when post-ReLU
+        breaks that form: codebook-usage analysis takes the weights' mean and std from the features."""
+        return None if self.post_relu else (self._hidden, self.proj_out.weight, self.proj_out.bias)
+
     def forward(self, z: torch.Tensor) -> QuantOut:
         n, c, h, w = z.shape
         tokens = z.permute(0, 2, 3, 1).reshape(-1, c)
