@@ -13,6 +13,7 @@ from helpers import cli
 from scores.probability import crps_for_ensemble
 
 from svqbench.config import resolve
+from svqbench.errors import UserError
 from svqbench.experiment import run_experiment
 from svqbench.predict import predict_run
 from svqbench.results import compare_table, load_leaderboards
@@ -264,3 +265,29 @@ def test_a_recurrent_model_rolls_out_too(run, tmp_path):
     np.testing.assert_allclose([r["model_rmse"] for r in record["leads"][:5]], metrics["rmse_latweighted_by_lead"],
                                rtol=1e-6)
     assert all(np.isfinite(r["model_rmse"]) for r in record["leads"])
+
+
+def test_svqbench_own_forecast_file_north_to_south_too_reproduces_the_runs_test_scores(run, tmp_path):
+    results, data = run
+    from svqbench.score import score_file
+    path, _ = predict_run("r0", results_dir=results, data_dir=data, out=tmp_path / "own.nc")
+    with xr.open_dataset(path) as f:
+        f.isel(latitude=slice(None, None, -1)).to_netcdf(tmp_path / "flipped.nc")
+    metrics = json.loads((results / "r0" / "metrics.json").read_text())["test"]
+    for name, file in (("own", path), ("flipped", tmp_path / "flipped.nc")):
+        _, scored = score_file(file, dataset="embedded", name=name, run_id=f"ext-{name}", beside="r0",
+                               results_dir=results, data_dir=data)
+        for key in ("mse_per_pixel", "rmse_latweighted", "acc_latweighted", "rmse_latweighted_tropics"):
+            assert scored["test"][key] == pytest.approx(metrics[key], rel=1e-6), (name, key)
+
+
+def test_timedelta_leads_are_read_in_steps_of_the_dataset(tmp_path):
+    from svqbench.predict import parse_step
+    from svqbench.score import _lead_steps
+    xr.Dataset(coords={"prediction_timedelta": np.arange(1, 6) * np.timedelta64(6, "h")}).to_netcdf(tmp_path / "l.nc")
+    for decode in (False, True):
+        with xr.open_dataset(tmp_path / "l.nc", decode_timedelta=decode) as f:
+            np.testing.assert_array_equal(_lead_steps(f, parse_step("6 hours"), tmp_path), [1, 2, 3, 4, 5])
+            np.testing.assert_array_equal(_lead_steps(f, parse_step("1 hour"), tmp_path), [6, 12, 18, 24, 30])
+            with pytest.raises(UserError, match="its leads are in seconds but the dataset's step is 1 month"):
+                _lead_steps(f, parse_step("1 month"), tmp_path)
