@@ -18,6 +18,7 @@ import torch
 
 from svqbench.atomic import ensure_dir, save_figure, write_json
 from svqbench.errors import UserError
+from svqbench.plots import readable_log_ticks
 
 MAX_POINTS = 2000  # latent vectors drawn on the codebook embedding
 
@@ -71,6 +72,7 @@ def _plot_distributions(usage: dict, path: Path) -> None:
         if len(used):
             ax.set_xlim(edges[used[0]] - 0.5, edges[used[-1] + 1] + 0.5)
         ax.set_yscale("log")
+        readable_log_ticks(ax.yaxis)
         ax.set_xlabel("z-scored value (std units)")
         ax.set_title(f"{label}: excess kurtosis " + ("n/a" if kurt is None else f"{kurt:.2f}"))
     axes[0].set_ylabel("density")
@@ -84,27 +86,34 @@ def _plot_embedding(codebook: torch.Tensor, code_use: np.ndarray | None, latents
     codes = ((codebook.float() - mean) @ axes2).numpy()
     fig, ax = plt.subplots(figsize=(6, 5.4))
     colour = None if code_use is None else np.log1p(code_use)
-    sc = ax.scatter(codes[:, 0], codes[:, 1], s=4, c=colour, cmap="viridis", alpha=0.7, label="codes",
+    sc = ax.scatter(codes[:, 0], codes[:, 1], s=4, c=colour, cmap="viridis", alpha=0.7,
                     zorder=3)  # on top of the latents, so the used codes stay visible
     if colour is not None:
-        fig.colorbar(sc, ax=ax, label="log(1 + uses)")
+        fig.colorbar(sc, ax=ax, label="codes: log(1 + uses)")
     if latents is not None and latents.shape[1] == codebook.shape[1]:
         pts = ((latents.float() - mean) @ axes2).numpy()
-        ax.scatter(pts[:, 0], pts[:, 1], s=3, c="tab:red", alpha=0.25, label="latent vectors", zorder=2)
+        ax.scatter(pts[:, 0], pts[:, 1], s=3, c="tab:red", alpha=0.25, zorder=2)
+        # a legend only when two kinds of point are drawn; the codes' handle is grey because their
+        # colour means uses (the colour bar), not a series
+        from matplotlib.lines import Line2D
+        ax.legend(handles=[Line2D([], [], ls="", marker="o", color="0.4", label=f"codes ({len(codes)})"),
+                           Line2D([], [], ls="", marker="o", color="tab:red", alpha=0.5,
+                                  label=f"latent vectors ({len(pts)} sampled)")], loc="best", fontsize=8)
     ax.set_xlabel("PC 1 of the codebook")
     ax.set_ylabel("PC 2 of the codebook")
-    ax.set_title(title)
-    ax.legend(loc="best", markerscale=3)
+    ax.set_title(title if latents is not None else f"{title}: codes")
     _save(fig, path)
 
 
-def _plot_usage(counts: np.ndarray, ylabel: str, path: Path) -> None:
+def _plot_usage(counts: np.ndarray, ylabel: str, title: str, path: Path) -> None:
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(6, 3.6))
-    ax.plot(np.arange(1, len(counts) + 1), np.sort(counts)[::-1])
-    ax.set_xlabel("code rank")
+    ax.plot(np.arange(1, len(counts) + 1), np.sort(counts)[::-1], marker="o" if len(counts) <= 64 else None, ms=2)
+    ax.set_xlabel("code rank (most used first)")
     ax.set_ylabel(ylabel)
-    ax.set_yscale("symlog")
+    ax.set_yscale("symlog", linthresh=1)  # unused codes (0) stay on the axis
+    ax.set_title(f"code usage: {title}, {int(np.count_nonzero(counts))} of {len(counts)} codes used")
+    ax.grid(alpha=0.3)
     _save(fig, path)
 
 
@@ -149,6 +158,6 @@ def analyze_run(run: str | Path, *, results_dir: Path = Path("results"), data_di
         figures.append(out / "codebook_pca.png")
         _plot_embedding(codebook.cpu(), code_use, latents, title, figures[-1])
     figures.append(out / "code_usage.png")
-    _plot_usage(code_use, ylabel, figures[-1])
+    _plot_usage(code_use, ylabel, title, figures[-1])
     write_json(out / "analysis.json", {"run_id": run_dir.name, "split": split, **usage})
     return out, usage, figures

@@ -470,7 +470,7 @@ def compare(directory: Path = typer.Argument(Path("results"), help="results fold
                 v, lo, hi = (r.get(f"{m}_{k}") for k in ("diff", "ci_low", "ci_high"))
                 if v is None or v != v:
                     return ""
-                return f"{-v:+.4f}" + (f" [{-hi:+.4f}, {-lo:+.4f}]" if lo == lo else "")
+                return f"{0.0 - v:+.4f}" + (f" [{0.0 - hi:+.4f}, {0.0 - lo:+.4f}]" if lo == lo else "")  # never -0
             seeds = r.get("seeds")
             runs = str(r["runs"]) if seeds is None or pd.isna(seeds) or int(seeds) == r["runs"] else \
                 f"{int(seeds)} ({r['runs']} runs)"

@@ -58,7 +58,7 @@ def learning_curves(runs: "Runs | dict[str, Path]", path: Path) -> Path:
     for ax, title in zip(axes, ("train loss", "validation loss")):
         ax.set(title=title, xlabel="epoch", yscale="log")
         _integer_ticks(ax.xaxis)
-        _readable_log_ticks(ax.yaxis)
+        readable_log_ticks(ax.yaxis)
         ax.grid(alpha=0.3, which="both")
     axes[0].set_ylabel("loss (normalised space, one line per seed)")
     axes[1].legend(fontsize=7)
@@ -71,11 +71,14 @@ def _integer_ticks(axis) -> None:
     axis.set_major_locator(MaxNLocator(integer=True))
 
 
-def _readable_log_ticks(axis) -> None:
-    """A log axis labelled in plain numbers at 1, 2 and 5 per decade (`0.06`, `0.1`, `0.2`), so that a
-    range inside one decade still gets several labels and none reads like `6 × 10⁻²`."""
+def readable_log_ticks(axis) -> None:
+    """A log axis (call it after drawing) labelled in plain numbers (`0.06`, `0.1`, `0.2`; `1e-05` far
+    from 1), never `6 × 10⁻²`: ticks at 1, 2 and 5 per decade when the data span under two decades,
+    so that a narrow range still gets several labels, and at each power of ten when they span more."""
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
-    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    low, high = sorted(axis.get_view_interval())
+    decades = np.log10(high / low) if low > 0 else np.inf
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0) if decades < 2 else (1.0,)))
     axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
     axis.set_minor_formatter(NullFormatter())
 

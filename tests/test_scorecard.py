@@ -177,3 +177,108 @@ def test_regions_get_scorecards_and_a_compare_table(tmp_path, monkeypatch, capsy
     assert code in (0, None)
     assert "wb — test RMSE and ACC by region (ACC vs the day_of_year climatology, RMSE in K)" in out
     assert "persistence (reference)" in out and "RMSE tropics" in out
+
+
+# --- WeatherBench 2 style scorecards: rows methods, cells % improvement over `none`, marked when significant
+
+def seeded(rmse: list, acc: list, bias: list) -> dict:
+    return {"rmse_latweighted_by_lead": rmse, "acc_latweighted_by_lead": acc, "bias_latweighted_by_lead": bias,
+            "rmse_per_pixel_by_lead": rmse}
+
+
+def three_seeds_two_methods(root: Path) -> None:
+    """`none`, `svq` and `vq`, 3 seeds each, 3 leads of 6 hours. svq: 20% lower RMSE than the same
+    seed's none at every lead, ACC 0.05 higher, |bias| halved (large and consistent); vq: RMSE
+    differences of mixed sign at lead 1 (+-30%) and the same as none at leads 2-3 within 1e-3 noise."""
+    rows = []
+    for seed, wobble in enumerate((0.0, 0.2, -0.1)):
+        none = [1.0 + wobble + lead / 10 for lead in range(3)]
+        runs = {"none": seeded(none, [0.8 - lead / 10 for lead in range(3)], [0.4, -0.4, 0.4]),
+                "svq": seeded([0.8 * v for v in none], [0.85 - lead / 10 for lead in range(3)], [0.2, -0.2, 0.2]),
+                "vq": seeded([none[0] * (1.3, 0.7, 1.05)[seed], none[1] + 1e-3 * (seed - 1), none[2] - 1e-3 * seed],
+                             [0.8 - lead / 10 for lead in range(3)], [0.4, -0.4, 0.4])}
+        for quantizer, scores in runs.items():
+            write_run(root, f"{quantizer}-{seed}", scores)
+            rows.append(dict(run_id=f"{quantizer}-{seed}", dataset="wb", quantizer=quantizer, seed=seed, units="K",
+                             data_digest="sha256:0123456789abcdef0123"))
+    leaderboard(root, rows)
+
+
+def test_method_scorecard_rows_are_methods_with_marked_significant_cells(tmp_path):
+    from svqbench.results import method_scorecards
+    three_seeds_two_methods(tmp_path)
+    cards = {c["metric"]: c for c in method_scorecards(load_leaderboards(tmp_path))}
+    assert list(cards) == ["rmse_latweighted", "acc_latweighted", "bias_latweighted"]
+    rmse = cards["rmse_latweighted"]
+    assert rmse["rows"] == ["svq", "vq", *REFERENCE_ROWS]  # one row per method (mean over seeds), `none` the baseline
+    assert rmse["columns"] == ["6 h", "12 h", "18 h"] and rmse["seeds"]["svq"] == 3 and rmse["seeds"]["persistence"] == 0
+    # sign convention: lower RMSE than none reads positive: +20%
+    np.testing.assert_allclose(rmse["relative"].loc["svq"], [20.0, 20.0, 20.0], atol=1e-9)
+    assert rmse["significant"].loc["svq"].all()  # large and consistent over seeds
+    assert not rmse["significant"].loc["vq"].any()  # mixed signs at lead 1, tiny noise at 2-3: no mark
+    assert not rmse["significant"].loc[list(REFERENCE_ROWS)].to_numpy().any()  # one forecast, no seeds: no mark
+    # persistence 5.0 + lead/10 against none's seed mean 1.0333 + lead/10: worse, negative
+    assert rmse["relative"].loc["persistence", "6 h"] == pytest.approx(100 * (1.0 + 0.1 / 3 - 5.0) / (1.0 + 0.1 / 3))
+    # higher ACC reads positive too, and so does a smaller |bias|
+    acc = cards["acc_latweighted"]
+    np.testing.assert_allclose(acc["relative"].loc["svq"], [100 * 0.05 / 0.8, 100 * 0.05 / 0.7, 100 * 0.05 / 0.6])
+    assert acc["significant"].loc["svq"].all()
+    assert "climatology" not in acc["rows"]  # its ACC is undefined: no empty row
+    np.testing.assert_allclose(cards["bias_latweighted"]["relative"].loc["svq"], [50.0, 50.0, 50.0])
+
+
+def test_method_scorecard_with_one_seed_marks_nothing(tmp_path):
+    from svqbench.results import method_scorecards
+    write_run(tmp_path, "none-0", seeded([1.0, 1.0], [0.5, 0.5], [0.1, 0.1]))
+    write_run(tmp_path, "svq-0", seeded([0.5, 0.5], [0.9, 0.9], [0.1, 0.1]))
+    leaderboard(tmp_path, [dict(run_id=f"{q}-0", dataset="wb", quantizer=q) for q in ("none", "svq")])
+    rmse = method_scorecards(load_leaderboards(tmp_path))[0]
+    assert rmse["relative"].loc["svq"].tolist() == [50.0, 50.0] and not rmse["significant"].to_numpy().any()
+
+
+def test_compare_scorecard_prints_one_row_per_method_coloured_and_marked(tmp_path, monkeypatch, capsys):
+    import io
+
+    from rich.console import Console
+
+    from svqbench import cli as cli_module
+    three_seeds_two_methods(tmp_path)
+    screen = io.StringIO()
+    monkeypatch.setattr(cli_module, "console", Console(file=screen, force_terminal=True, color_system="standard",
+                                                       width=250))
+    monkeypatch.setattr(sys, "argv", ["svqbench", "compare", str(tmp_path), "--scorecard"])
+    try:
+        cli_module.main()
+    except SystemExit as e:
+        assert e.code in (0, None)
+    shown = screen.getvalue()
+    assert "wb data 0123456789ab — rmse_latweighted vs `none`" in shown and "(%, positive = better)" in shown
+    cards = shown[shown.index("rmse_latweighted vs `none`"):]  # after the compare table and the per-run cards
+    rows = [line for line in cards.splitlines() if line.startswith("│ svq ") or line.startswith("│ vq ")]
+    assert len([r for r in rows if r.startswith("│ svq ")]) == 3  # one svq row in each of the three cards
+    # significant: bold green with a star; vq's lead-1 cell is neither bold nor starred
+    assert "\x1b[1;32m+20.0*" in shown
+    vq_rmse = rows[1]
+    assert "*" not in vq_rmse and "\x1b[1;" not in vq_rmse
+    assert "bold * = the paired 95% interval over seeds excludes 0" in shown
+    assert "0123456789abcdef" not in shown  # digests cut to 12 characters
+
+
+def test_compare_table_reads_better_as_positive_everywhere(tmp_path, monkeypatch, capsys):
+    """The gain column and the improvement % share one sign: svq has the lower MAE, both are positive."""
+    from helpers import cli
+    rows = [dict(run_id=f"{q}-{s}", dataset="wb", quantizer=q, seed=s, test_mae=mae + 0.01 * s, test_mse=1.0,
+                 units="K", data_digest="sha256:0123456789abcdef0123")
+            for s in range(3) for q, mae in (("none", 1.0), ("svq", 0.9))]
+    leaderboard(tmp_path, rows)
+    monkeypatch.setenv("COLUMNS", "250")
+    code, out, err = cli(["compare", str(tmp_path), "--csv", str(tmp_path / "t.csv")], monkeypatch, capsys)
+    assert code == 0, err
+    assert "MAE gain vs none (K) [95% CI]" in out and "positive = lower error (better)" in out
+    svq = next(line for line in out.splitlines() if line.strip("│ ").startswith("svq"))
+    assert "+0.1000 [+0.1000, +0.1000]" in svq and "+9.9" in svq and "better" in svq  # 100 * 0.1 / 1.01
+    import csv
+    with open(tmp_path / "t.csv", newline="") as f:
+        saved = list(csv.DictReader(f))
+    assert {r["seeds"] for r in saved if r["method"] in ("none", "svq")} == {"3"}  # an integer, not 3.0
+    assert {r["data_digest"] for r in saved} == {"0123456789ab"}
