@@ -249,7 +249,8 @@ def compare_table(board: pd.DataFrame, paper: pd.DataFrame | None = None) -> pd.
             if not reference:
                 row["seeds"] = g["seed"].nunique()
                 # a forecast file scored by `svqbench score` has no seeds to run more of
-                note = None if row["model"] == EXTERNAL_MODEL else seed_warning(g, label=f"{'/'.join(map(str, keys))} {method}")
+                note = None if row["model"] == EXTERNAL_MODEL else \
+                    seed_warning(g, label=f"{'/'.join(map(str, keys))} {method}")
                 if note:
                     warnings.append(note)
             for m in METRICS:

@@ -111,10 +111,9 @@ def evaluate_leads(run: str | Path, lead_steps: int, *, split: str = "test", dev
         leads.append(row)
     record = {"run_id": loaded.run_id, "split": split, "lead_steps": lead_steps, "out_len": ds.out_len,
               "step": ds.meta.get("step"), "units": unit_label(ds.meta.get("units") or []), "rmse": rmse_key,
-              "acc": acc_key,
-              "climatology": clim.describe(),
-              "method": (f"leads past {ds.out_len} are autoregressive (the model's forecasts fed back as input); lead k "
-                         f"is scored on the windows whose truth lies in the {split} split; skill = 1 - RMSE / "
+              "acc": acc_key, "climatology": clim.describe(),
+              "method": (f"leads past {ds.out_len} are autoregressive (the model's forecasts fed back as input); "
+                         f"lead k is scored on the windows whose truth lies in the {split} split; skill = 1 - RMSE / "
                          f"RMSE of the reference"),
               "evaluated": dt.datetime.now().isoformat(timespec="seconds"), "leads": leads}
     path = write_json(loaded.saved.dir / f"metrics_leads_{split}.json", record)
@@ -181,7 +180,8 @@ def _lead_steps(f, step, path: Path) -> np.ndarray:
             raise UserError(f"{path}: prediction_timedelta has units {lead.attrs.get('units')!r}; give leads as "
                             f"timedeltas or in seconds/hours/days (months/years for monthly or yearly data)")
     if step is None:
-        raise UserError(f"{path}: its leads are times, but the dataset has no time step (its leads are steps, units '1')")
+        raise UserError(f"{path}: its leads are times, but the dataset has no time step (its leads are steps, "
+                        f"units '1')")
     if (seconds is None) != (step.seconds is None):
         raise UserError(f"{path}: its leads are in {'months' if seconds is None else 'seconds'} but the dataset's "
                         f"step is {step}")
@@ -233,8 +233,8 @@ def _grid_selection(f, ds, path: Path) -> tuple[tuple[str, str], bool]:
             flipped = True
         elif not np.allclose(have, want, atol=1e-6, rtol=0):
             raise UserError(f"{path}: its {dim} ({have.min():g}..{have.max():g}) differs from the dataset's "
-                            f"({want.min():g}..{want.max():g}) by up to {np.abs(have - want).max():.3g} degrees: another "
-                            f"grid; regrid the forecast to the dataset's grid first")
+                            f"({want.min():g}..{want.max():g}) by up to {np.abs(have - want).max():.3g} degrees: "
+                            f"another grid; regrid the forecast to the dataset's grid first")
     return (ydim, xdim), flipped
 
 
@@ -391,9 +391,10 @@ def score_file(path: str | Path, *, dataset: str, name: str, run_id: str | None 
                 bad &= ds.mask
             if bad.any():
                 i = int(np.argmax(bad.reshape(len(values), -1).any(axis=1)))
+                where = " in cells the dataset has values for" if ds.mask is not None else ""
                 raise UserError(f"{forecast.path}: NaN or infinite values in the forecast initialised at "
                                 f"{forecast.handle['time'].values[forecast.rows[a + i]]} "
-                                f"({int(bad[i].sum())} value(s){' in cells the dataset has values for' if ds.mask is not None else ''})")
+                                f"({int(bad[i].sum())} value(s){where})")
             if ds.mask is not None:  # masked cells count for nothing; NaN there is expected
                 target = truth[:, None] if forecast.members else truth
                 values = np.where(ds.mask, values, np.broadcast_to(target, values.shape)).astype(np.float32)

@@ -46,8 +46,8 @@ def write_persistence(data: Path, out: Path, members: int = 0, seed: int = 0) ->
         noise = np.random.default_rng(seed).normal(0.0, 0.7, (members, *values.shape)).astype(np.float32)
         values, dims = (values[None] + noise).swapaxes(0, 1), ("time", "member", *dims[1:])
     forecast = xr.Dataset({"air_temperature": (dims, values, {"units": "K"})},
-                          coords={"time": init, "prediction_timedelta": ("prediction_timedelta", leads, {"units": "years"}),
-                                  "latitude": meta["grid"]["lat"], "longitude": meta["grid"]["lon"]})
+                          coords={"time": init, "latitude": meta["grid"]["lat"], "longitude": meta["grid"]["lon"],
+                                  "prediction_timedelta": ("prediction_timedelta", leads, {"units": "years"})})
     forecast.to_netcdf(out)
     return forecast
 
@@ -229,8 +229,8 @@ def test_predict_members_writes_a_seed_ensemble_that_score_reads(run, tmp_path, 
     expected = crps_for_ensemble(fcst, obs, ensemble_member_dim="member", method="fair", weights=weights)
     assert test["crps_fair"] == pytest.approx(float(expected), rel=1e-6) and test["ensemble_members"] == 2
     # another recipe is not a seed ensemble
-    run_experiment(resolve(cli=dict(TINY, quantizer="none", seed=8, loss="l2", max_steps_per_epoch=2)), results_dir=results, data_dir=data,
-                   run_id="r0-mse")
+    run_experiment(resolve(cli=dict(TINY, quantizer="none", seed=8, loss="l2", max_steps_per_epoch=2)),
+                   results_dir=results, data_dir=data, run_id="r0-mse")
     code, _, err = cli(["predict", "r0", "--members", "r0-mse", "--out", str(tmp_path / "bad.nc"), "--results-dir",
                         str(results), "--data-dir", str(data)], monkeypatch, capsys)
     assert code == 2 and "--members r0-mse is not the recipe of r0: loss 'l2' vs" in err
