@@ -14,7 +14,60 @@ from rich.console import Console
 from svqbench.data import prepare_names
 from svqbench.errors import UserError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+class HelpGroup(typer.core.TyperGroup):
+    """Every command's help as a person reads it: its text escaped (rich would take
+    `svqbench[mlflow]` or `[default: 50]` for markup and drop them), defaults shown, and no `<bool>`
+    type column for on/off flags. Applied to each command when it is looked up, so a command added
+    anywhere in this module gets it too."""
+
+    def get_command(self, ctx, cmd_name):
+        command = super().get_command(ctx, cmd_name)
+        if command is not None:
+            _tidy_help(command, ctx)
+        return command
+
+    def format_help(self, ctx, formatter):
+        _tidy_help(self, ctx)
+        for command in self.commands.values():
+            _tidy_help(command, ctx)
+        super().format_help(ctx, formatter)
+
+
+def _tidy_help(command, ctx) -> None:
+    from rich.markup import escape
+    if getattr(command, "_svqbench_tidied", False):
+        return
+    command._svqbench_tidied = True
+    if command.help:  # paragraphs as flowing text: rich keeps a docstring's line breaks and wraps again
+        text = inspect.cleandoc(command.help)
+        command.help = escape("\n\n".join(" ".join(p.split()) for p in text.split("\n\n")))
+    command.short_help = escape(command.short_help) if command.short_help else command.short_help
+    for param in command.get_params(ctx):
+        if getattr(param, "help", None):
+            param.help = escape(param.help)
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""  # a flag takes no value: no type to show
+        if getattr(param, "is_flag", False) and param.default is False and param.secondary_opts == []:
+            param.show_default = False  # --quiet, --dry-run: off unless given, as a flag always is
+        if getattr(param, "secondary_opts", None):  # said in the help, not in a column of its own
+            param.help = f"{param.help or ''} (opposite: {', '.join(param.secondary_opts)})".strip()
+    original = command.format_help
+
+    def format_help(ctx, formatter):
+        """The --no-X forms are left out of the table only while it is drawn: a column for them would
+        take a third of 80 columns. They are still parsed."""
+        switches = [(p, p.secondary_opts) for p in command.get_params(ctx) if getattr(p, "secondary_opts", None)]
+        try:
+            for p, _ in switches:
+                p.secondary_opts = []
+            original(ctx, formatter)
+        finally:
+            for p, secondary in switches:
+                p.secondary_opts = secondary
+    command.format_help = format_help
+
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, cls=HelpGroup,
                   help="Benchmark vector quantization (SVQ and baselines) in SimVP spatio-temporal forecasting.")
 console = Console()
 err_console = Console(stderr=True)
@@ -40,13 +93,18 @@ DATA = typer.Option(None, "--data-dir", help="prepared datasets root (default $S
 
 
 class RichReporter:
-    """Progress bar with loss, lr and ETA; one line per epoch."""
+    """Training progress, one line per epoch, and progress of the phases after training (test
+    scoring, codebook usage). On a terminal: rich progress bars with loss, lr and ETA. Piped or
+    redirected: plain lines only (a bar would leave its last frame, e.g. "ETA 0:00:01", in the log)."""
 
     def __init__(self, quiet: bool):
         self.quiet, self.progress, self.task = quiet, None, None
 
     def start(self, total_steps: int) -> None:
         if self.quiet:
+            return
+        if not console.is_terminal:
+            _plain(f"training: {total_steps} optimiser steps at most")
             return
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
         self.progress = Progress(TextColumn("epoch {task.fields[epoch]}"), BarColumn(),
@@ -62,38 +120,81 @@ class RichReporter:
     def flush(self) -> None: ...
 
     def epoch(self, row: dict) -> None:
+        if self.quiet:
+            return
+        mark = " *" if row["best"] else ""
+        line = f"epoch {row['epoch']:3d}  train {row['train_loss']:.4f}  val {row['val_loss']:.4f}{mark}"
         if self.progress:
-            mark = " *" if row["best"] else ""
-            self.progress.console.print(f"epoch {row['epoch']:3d}  train {row['train_loss']:.4f}  "
-                                        f"val {row['val_loss']:.4f}{mark}")
+            self.progress.console.print(line, markup=False, highlight=False)
+        else:
+            _plain(line)
 
     def stop(self) -> None:
         if self.progress:
             self.progress.stop()
+            self.progress = None
+
+    @contextlib.contextmanager
+    def phase(self, name: str):
+        """Yields progress(done, total) for a phase after training, counted in batches."""
+        import time
+        t0 = time.perf_counter()
+        if self.quiet:
+            yield lambda done, total: None
+            return
+        if console.is_terminal:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+            with Progress(TextColumn(name), BarColumn(), MofNCompleteColumn(), TextColumn("batches"),
+                          TimeElapsedColumn(), console=console, transient=True) as bar:
+                task = bar.add_task(name, total=None)
+                yield lambda done, total: bar.update(task, completed=done, total=total)
+        else:
+            _plain(f"{name} ...")
+            yield lambda done, total: None
+        _plain(f"{name}: {time.perf_counter() - t0:.1f} s")
 
     def note(self, message: str) -> None:
         err_console.print(message, markup=False, highlight=False, soft_wrap=True)
 
 
+def _plain(line: str) -> None:
+    """One line on stdout as it is: no markup, no highlighting, never wrapped inside a number."""
+    console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
 def _config_flags() -> list[inspect.Parameter]:
-    """One flag per RunConfig field, its help from the field and its choices from the registries.
-    Every value defaults to None, meaning "not given": the config layers below decide."""
+    """One flag per RunConfig field, in its help panel (config.PANELS), its help from the field, its
+    choices from the registries and its default: "preset" where a dataset preset sets it (with the
+    value of the default run), "or the model's preset" for the recurrent models' fields. Every value
+    defaults to None, meaning "not given": the config layers below decide."""
     from dataclasses import fields
 
-    from svqbench.config import RunConfig, choices
+    from svqbench.config import PANELS, RunConfig, choices
+    from svqbench.data import dataset_names, dataset_spec
+    default_run = dataset_spec(RunConfig.dataset).presets[RunConfig.scale]
+    preset_fields = {k for name in dataset_names() for preset in dataset_spec(name).presets.values() for k in preset}
     kinds = {"int": int, "float": float, "str": str, "bool": bool}
     params = []
-    for f in fields(RunConfig):
+    for f in sorted(fields(RunConfig), key=lambda f: PANELS.index(f.metadata["panel"])
+                    if f.metadata.get("panel") in PANELS else len(PANELS)):
         kind = kinds[f.type]
         flag = f.name.replace("_", "-")
         decls = [f.metadata.get("flag") or (f"--{flag}/--no-{flag}" if kind is bool else f"--{flag}")]
         allowed = choices(f.name)
         text = f.metadata["help"] + (f": {' | '.join(allowed)}" if allowed else "")
-        text += f" [default: {f.default}]" if f.name in ("dataset", "scale") else \
-            f" [default: the preset's, else {f.default}]"
+        if f.name in preset_fields:
+            text += f" [default: preset; {default_run.get(f.name, f.default)} in the default run]"
+        elif f.metadata.get("panel") == "Recurrent & video models":
+            text += f" [default: {f.default}, or the model's preset]"
+        else:
+            text += f" [default: {f.default}]"
         params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, annotation=Optional[kind],
-                                        default=typer.Option(None, *decls, help=text, show_default=False)))
+                                        default=typer.Option(None, *decls, help=text, show_default=False,
+                                                             rich_help_panel=f.metadata.get("panel") or "Other")))
     return params
+
+
+RUNTIME_PANEL, OUTPUT_PANEL = "Runtime & speed", "Output & tracking"
 
 
 def _run_options(
@@ -101,35 +202,47 @@ def _run_options(
                                                     "table7, or a .toml path); flags given here still win"),
     cell: Optional[str] = typer.Option(None, help="which cell of --recipe (label as `svqbench sweep --dry-run` "
                                                   "lists them); needed when the recipe scale has several"),
-    name: Optional[str] = typer.Option(None, help="run id [default: derived from the config and time]"),
-    device: str = typer.Option("cpu", help="cpu | cuda | cuda:N (under torchrun: cuda:LOCAL_RANK)"),
-    quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
+    device: str = typer.Option("cpu", help="cpu | cuda | cuda:N (under torchrun: cuda:LOCAL_RANK)",
+                               rich_help_panel=RUNTIME_PANEL),
     resume: Optional[str] = typer.Option(None, help="continue a killed run (run id under --results-dir, or its "
                                                     "folder) from its last good checkpoint, with its saved config"),
-    precision: Optional[str] = typer.Option(None, help="autocast: fp32 | bf16 | fp16 [default: fp32] (docs/scaling.md)"),
-    compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the model [default: no]"),
+    precision: Optional[str] = typer.Option(None, help="autocast: fp32 | bf16 | fp16 [default: fp32] (docs/scaling.md)",
+                                            rich_help_panel=RUNTIME_PANEL),
+    compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the model [default: no]",
+                                          rich_help_panel=RUNTIME_PANEL),
     channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last",
-                                                 help="channels-last memory format (faster convs on GPU) [default: no]"),
+                                                 help="channels-last memory format (faster convs on GPU) [default: no]",
+                                                 rich_help_panel=RUNTIME_PANEL),
     checkpoint_every: Optional[int] = typer.Option(None, help="optimiser steps between mid-epoch checkpoints "
-                                                              "(0 = epoch ends only) [default: 500]"),
+                                                              "(0 = epoch ends only) [default: 500]",
+                                                  rich_help_panel=RUNTIME_PANEL),
     data_on_device: Optional[str] = typer.Option(None, help="keep the frames on the device and gather/normalise "
                                                             "batches there: auto | yes | no (no = a prefetching host "
                                                             "thread) [default: auto, when they take < half the free "
-                                                            "memory] (docs/scaling.md)"),
+                                                            "memory] (docs/scaling.md)", rich_help_panel=RUNTIME_PANEL),
     log_every: Optional[int] = typer.Option(None, help="optimiser steps between reads of the loss from the device "
-                                                       "(progress and the non-finite check) [default: 50]"),
+                                                       "(progress and the non-finite check) [default: 50]",
+                                           rich_help_panel=RUNTIME_PANEL),
     adam: Optional[str] = typer.Option(None, help="Adam implementation: auto | fused | foreach | for-loop "
-                                                  "[default: auto = fused on CUDA, for-loop on CPU]"),
+                                                  "[default: auto = fused on CUDA, for-loop on CPU]",
+                                      rich_help_panel=RUNTIME_PANEL),
     config: Optional[Path] = typer.Option(None, "--config", help="re-run a recorded run: its config.json (or run "
                                           "folder) is a layer between the recipe and these flags, which still win"),
     print_config: bool = typer.Option(False, "--print-config", help="print the resolved config as JSON and exit; "
                                                                     "runs and creates nothing"),
+    name: Optional[str] = typer.Option(None, help="run id [default: derived from the config and time]",
+                                       rich_help_panel=OUTPUT_PANEL),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress bar or progress lines", rich_help_panel=OUTPUT_PANEL),
     tracker: str = typer.Option("none", help="also log the run to none | tensorboard | mlflow | wandb (each needs "
-                                             "its extra, e.g. pip install 'svqbench[mlflow]'; README 'Tracking')"),
-    results_dir: Path = RESULTS,
-    data_dir: Optional[Path] = DATA,
+                                             "its extra, e.g. pip install 'svqbench[mlflow]'; README 'Tracking')",
+                                 rich_help_panel=OUTPUT_PANEL),
+    results_dir: Path = typer.Option(Path("results"), "--results-dir", help="where run folders and leaderboard.csv "
+                                     "go", rich_help_panel=OUTPUT_PANEL),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="prepared datasets root [default: "
+                                            "$SVQBENCH_DATA or ./data]", rich_help_panel="Data"),
 ):
-    """The `run` flags that are not part of the run's config."""
+    """The `run` flags that are not part of the run's config (recipe, resume and the printed config stay in the
+    first panel, "Options")."""
 
 
 RUNTIME = ("precision", "compile", "channels_last", "checkpoint_every", "data_on_device", "log_every", "adam")
@@ -165,8 +278,7 @@ def run(**values):
     Multi-GPU / multi-node: torchrun --nproc_per_node N -m svqbench run ... (docs/scaling.md)."""
     from svqbench.config import field_names, resolve
     from svqbench.errors import RunFailed
-    from svqbench.experiment import resume_experiment, run_experiment
-    from svqbench.train import TrainOptions
+    from svqbench.options import TrainOptions  # torch is imported only once a run starts: --print-config is quick
     cli = {k: v for k, v in values.items() if k in field_names()}
     runtime = {k: values[k] for k in RUNTIME}
     recipe, cell, name, resume = values["recipe"], values["cell"], values["name"], values["resume"]
@@ -190,6 +302,7 @@ def run(**values):
             if given or name is not None:
                 raise UserError(f"--resume {resume} continues with the run's saved config; drop "
                                 f"{', '.join(given + (['--name'] if name is not None else []))}")
+            from svqbench.experiment import resume_experiment
             metrics = resume_experiment(resume, results_dir=results_dir, data_dir=data_dir, device=device,
                                         reporter=reporter, **runtime)
         else:
@@ -211,6 +324,7 @@ def run(**values):
                 typer.echo(json.dumps({"config": cfg.to_dict(), "runtime": {k: v for k, v in runtime.items()
                                                                             if v is not None}}, indent=1))
                 return
+            from svqbench.experiment import run_experiment
             metrics = run_experiment(cfg, results_dir=results_dir, data_dir=data_dir, run_id=name, device=device,
                                      reporter=reporter, options=options, notes=notes)
     except KeyboardInterrupt as e:  # Ctrl-C: exit 130; SIGTERM (Slurm, kill): exit 143
@@ -233,17 +347,18 @@ def run(**values):
     t, u = metrics["test"], f" {unit}" if unit else ""
     refs = ", ".join(f"{name.replace('_', ' ')} {metrics[name]['mae_per_pixel']:.4f}{u}"
                      for name in REFERENCES if name in metrics)
-    console.print(f"[bold]{metrics['run_id']}[/] test MSE {t['mse_per_pixel']:.4f}{u and u + '²'}  "
-                  f"MAE {t['mae_per_pixel']:.4f}{u}  (MAE of {refs}) -> {metrics['run_dir']}",
-                  markup=True, highlight=False)
+    from rich.markup import escape
+    console.print(f"[bold]{escape(metrics['run_id'])}[/] test MSE {t['mse_per_pixel']:.4f}{u and u + '²'}  "
+                  f"MAE {t['mae_per_pixel']:.4f}{u}  (MAE of {refs}) -> {escape(str(metrics['run_dir']))}",
+                  markup=True, highlight=False, soft_wrap=True)  # piped: one line, never cut inside a number
 
 
 run.__signature__ = inspect.Signature(_config_flags() + [p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
                                                          for p in inspect.signature(_run_options, eval_str=True).parameters.values()])
-app.command(name="run")(run)
+app.command(name="run", short_help="Train with a quantizer, test once, add a leaderboard row.")(run)
 
 
-@app.command()
+@app.command(short_help="Convert a source into a prepared dataset.")
 def prepare(
     name: str = typer.Argument(..., help=f"{' | '.join(prepare_names())} "
                                          "(weatherbench-s: its four tasks; netcdf: your own file, see --name)"),
@@ -288,7 +403,7 @@ def prepare(
                 console.print(f"  {key}: {meta[key]}", markup=False, highlight=False)
 
 
-@app.command()
+@app.command(short_help="List prepared datasets with their size and splits.")
 def datasets(data_dir: Optional[Path] = DATA):
     """List prepared datasets with their size and splits."""
     from rich.table import Table
@@ -417,7 +532,7 @@ def print_region_tables(board, *, warn=_warn) -> None:
         print_table(table)
 
 
-@app.command()
+@app.command(short_help="Leaderboard tables: methods side by side, with the paper's.")
 def compare(directory: Path = typer.Argument(Path("results"), help="results folder or a leaderboard CSV"),
             csv: Optional[Path] = typer.Option(None, "--csv", help="also write the table as CSV"),
             paper: Optional[Path] = typer.Option(None, "--paper", help="folder of published tables (CSV) to put beside "
@@ -504,7 +619,7 @@ def compare(directory: Path = typer.Argument(Path("results"), help="results fold
         print_method_scorecards(board)
 
 
-@app.command()
+@app.command(short_help="Codebook figures and usage of a finished run.")
 def analyze(run: str = typer.Argument(..., help="run folder, or run id under --results-dir"),
             split: str = typer.Option("test", help="split whose latents are analysed: train | val | test"),
             device: str = typer.Option("cpu", help="cpu | cuda | cuda:N"),
@@ -521,7 +636,7 @@ def analyze(run: str = typer.Argument(..., help="run folder, or run id under --r
         console.print(f"wrote {path}", markup=False, highlight=False)
 
 
-@app.command()
+@app.command(short_help="Re-score a run's checkpoint on the test or val split.")
 def evaluate(run: str = typer.Argument(..., help="run folder, run id under --results-dir, or a checkpoint (.pt)"),
              split: str = typer.Option("test", help="test | val"),
              device: str = typer.Option("cpu", help="cpu | cuda | cuda:N"),
@@ -592,7 +707,7 @@ def _stopped_cleanly(outcome: str):
         restore_sigterm()
 
 
-@app.command()
+@app.command(short_help="Write a run's forecasts in physical units.")
 def predict(run: str = typer.Argument(..., help="run folder, or run id under --results-dir"),
             split: Optional[str] = typer.Option(None, help="test | val (default: test)"),
             format: Optional[str] = typer.Option(None, "--format", help="netcdf | zarr | npy (default: from --out, "
@@ -628,7 +743,7 @@ def predict(run: str = typer.Argument(..., help="run folder, or run id under --r
                       markup=False, highlight=False, soft_wrap=True)
 
 
-@app.command()
+@app.command(short_help="Score a forecast file from any tool on a prepared dataset.")
 def score(forecast: Path = typer.Argument(..., help="forecast file (.nc) or zarr store in the WeatherBench 2 layout"),
           dataset: str = typer.Option(..., "--dataset", help="prepared dataset whose test split it forecasts"),
           name: str = typer.Option(..., "--name", help="the forecast's method (the leaderboard's method)"),
@@ -660,7 +775,7 @@ def score(forecast: Path = typer.Argument(..., help="forecast file (.nc) or zarr
                   markup=False, highlight=False, soft_wrap=True)
 
 
-@app.command()
+@app.command(short_help="Export a run's weights (safetensors) with its config.")
 def export(run: str = typer.Argument(..., help="run folder, or run id under --results-dir"),
            directory: Path = typer.Argument(..., help="new (or empty) folder for the export"),
            results_dir: Path = RESULTS, data_dir: Optional[Path] = DATA):
@@ -672,7 +787,7 @@ def export(run: str = typer.Argument(..., help="run folder, or run id under --re
     console.print(f"exported {run} -> {path}", markup=False, highlight=False, soft_wrap=True)
 
 
-@app.command()
+@app.command(short_help="Run every cell x seed of a recipe (locally or on Slurm).")
 def sweep(
     recipe: str = typer.Argument(..., help="recipe name (table5: ./recipes/table5.toml if you have one, else the "
                                            "one shipped with svqbench) or a .toml path"),
@@ -748,7 +863,7 @@ def sweep(
         raise typer.Exit(1)
 
 
-@app.command()
+@app.command(short_help="Parameters, MACs, step time and peak memory of a model.")
 def profile(
     dataset: Optional[str] = typer.Option(None, help="dataset preset, e.g. weatherbench-s-t2m (default: embedded)"),
     model: Optional[str] = typer.Option(None, help="simvp | convlstm | ... (docs/models.md; default: simvp)"),

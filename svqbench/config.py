@@ -15,98 +15,131 @@ from typing import Any
 from svqbench.errors import UserError
 
 
-def _opt(default: Any, help: str, *, flag: str | None = None) -> Any:
-    """A RunConfig field with its command-line help (and its flag spelling when not --field-name)."""
-    return dataclasses.field(default=default, metadata={"help": help, **({"flag": flag} if flag else {})})
+# The panels of `svqbench run --help`, in order; every RunConfig field names one (tests/test_cli_help.py).
+PANELS = ("Data", "Model", "Recurrent & video models", "Quantizer", "Optimisation", "Evaluation")
+
+
+def _opt(default: Any, help: str, *, panel: str | None = None, flag: str | None = None) -> Any:
+    """A RunConfig field with its command-line help, its help panel (one of PANELS) and its flag
+    spelling when not --field-name."""
+    return dataclasses.field(default=default, metadata={"help": help, "panel": panel,
+                                                        **({"flag": flag} if flag else {})})
 
 
 @dataclass(frozen=True)
 class RunConfig:
-    dataset: str = _opt("embedded", "prepared dataset name (`svqbench datasets` lists them)")
-    scale: str = _opt("quick", "preset scale: quick (2 CPU cores, minutes) or paper (published settings)")
+    dataset: str = _opt("embedded", "prepared dataset name (`svqbench datasets` lists them)", panel="Data")
+    scale: str = _opt("quick", "preset scale: quick (2 CPU cores, minutes) or paper (published settings)", panel="Data")
     model: str = _opt("simvp", "forecasting model: SimVP (--backbone picks its translator) or a recurrent/video "
-                               "baseline (docs/models.md)")
-    backbone: str = _opt("gsta", "SimVP translator")
-    quantizer: str = _opt("svq", "quantizer between encoder and translator (docs/quantizers.md)")
-    seed: int = _opt(42, "seed of weights, shuffling and noise")
+                               "baseline (docs/models.md)", panel="Model")
+    backbone: str = _opt("gsta", "SimVP translator", panel="Model")
+    quantizer: str = _opt("svq", "quantizer between encoder and translator (docs/quantizers.md)", panel="Quantizer")
+    seed: int = _opt(42, "seed of weights, shuffling and noise", panel="Optimisation")
     # model
-    hid_s: int = _opt(32, "encoder/decoder channels (the latent width C)")
-    hid_t: int = _opt(256, "translator hidden channels")
-    n_s: int = _opt(2, "encoder/decoder blocks (every second one halves the frame)")
-    n_t: int = _opt(8, "translator blocks")
-    mlp_ratio: float = _opt(8.0, "translator MLP expansion ratio")
-    drop_path: float = _opt(0.0, "final stochastic-depth rate of the translator (linear from 0.01)")
-    placement: str = _opt("before", "quantizer before or after the translator (Table 15)")
+    hid_s: int = _opt(32, "encoder/decoder channels (the latent width C)", panel="Model")
+    hid_t: int = _opt(256, "translator hidden channels", panel="Model")
+    n_s: int = _opt(2, "encoder/decoder blocks (every second one halves the frame)", panel="Model")
+    n_t: int = _opt(8, "translator blocks", panel="Model")
+    mlp_ratio: float = _opt(8.0, "translator MLP expansion ratio", panel="Model")
+    drop_path: float = _opt(0.0, "final stochastic-depth rate of the translator (linear from 0.01)", panel="Model")
+    placement: str = _opt("before", "quantizer before or after the translator (Table 15)", panel="Model")
     # recurrent models (--model other than simvp; OpenSTL's names in docs/models.md)
-    rnn_hidden: int = _opt(128, "recurrent models: channels of every recurrent layer (OpenSTL's num_hidden)")
-    rnn_layers: int = _opt(4, "recurrent models: stacked recurrent layers")
-    filter_size: int = _opt(5, "recurrent models: convolution kernel size")
-    patch_size: int = _opt(2, "recurrent models: frames enter as p x p patches stacked on channels (padded to a multiple)")
-    layer_norm: bool = _opt(False, "recurrent models: LayerNorm after each gate convolution")
-    stride: int = _opt(1, "recurrent models: gate convolution stride")
-    sampling_start_value: float = _opt(1.0, "scheduled sampling: teacher-forcing probability at step 0")
-    sampling_changing_rate: float = _opt(2e-5, "scheduled sampling: decrease of that probability per optimiser step")
-    sampling_stop_iter: int = _opt(50000, "scheduled sampling: optimiser step after which no true frame is fed")
-    r_sampling_step_1: int = _opt(25000, "reverse scheduled sampling: step where its schedules start moving")
-    r_sampling_step_2: int = _opt(50000, "reverse scheduled sampling: step where they end")
-    r_exp_alpha: float = _opt(5000.0, "reverse scheduled sampling: time constant of the input-frame schedule")
-    decouple_beta: float = _opt(0.1, "PredRNN.V2: weight of its memory-decoupling loss")
-    mau_tau: int = _opt(5, "MAU: past steps its attention looks back over (OpenSTL's tau)")
-    mau_sr_size: int = _opt(2, "MAU: spatial downsampling factor of its encoder (OpenSTL's sr_size; a power of 2)")
-    mau_cell_mode: str = _opt("normal", "MAU: normal, or residual (adds the cell's input to its spatial output)")
-    mau_model_mode: str = _opt("normal", "MAU: normal, or recall (decoder adds the encoder's features)")
+    rnn_hidden: int = _opt(128, "recurrent models: channels of every recurrent layer (OpenSTL's num_hidden)",
+                           panel="Recurrent & video models")
+    rnn_layers: int = _opt(4, "recurrent models: stacked recurrent layers", panel="Recurrent & video models")
+    filter_size: int = _opt(5, "recurrent models: convolution kernel size", panel="Recurrent & video models")
+    patch_size: int = _opt(2, "recurrent models: frames enter as p x p patches stacked on channels (padded to a multiple)",
+                           panel="Recurrent & video models")
+    layer_norm: bool = _opt(False, "recurrent models: LayerNorm after each gate convolution",
+                            panel="Recurrent & video models")
+    stride: int = _opt(1, "recurrent models: gate convolution stride", panel="Recurrent & video models")
+    sampling_start_value: float = _opt(1.0, "scheduled sampling: teacher-forcing probability at step 0",
+                                       panel="Recurrent & video models")
+    sampling_changing_rate: float = _opt(2e-5, "scheduled sampling: decrease of that probability per optimiser step",
+                                         panel="Recurrent & video models")
+    sampling_stop_iter: int = _opt(50000, "scheduled sampling: optimiser step after which no true frame is fed",
+                                   panel="Recurrent & video models")
+    r_sampling_step_1: int = _opt(25000, "reverse scheduled sampling: step where its schedules start moving",
+                                  panel="Recurrent & video models")
+    r_sampling_step_2: int = _opt(50000, "reverse scheduled sampling: step where they end",
+                                  panel="Recurrent & video models")
+    r_exp_alpha: float = _opt(5000.0, "reverse scheduled sampling: time constant of the input-frame schedule",
+                              panel="Recurrent & video models")
+    decouple_beta: float = _opt(0.1, "PredRNN.V2: weight of its memory-decoupling loss",
+                                panel="Recurrent & video models")
+    mau_tau: int = _opt(5, "MAU: past steps its attention looks back over (OpenSTL's tau)",
+                        panel="Recurrent & video models")
+    mau_sr_size: int = _opt(2, "MAU: spatial downsampling factor of its encoder (OpenSTL's sr_size; a power of 2)",
+                            panel="Recurrent & video models")
+    mau_cell_mode: str = _opt("normal", "MAU: normal, or residual (adds the cell's input to its spatial output)",
+                              panel="Recurrent & video models")
+    mau_model_mode: str = _opt("normal", "MAU: normal, or recall (decoder adds the encoder's features)",
+                               panel="Recurrent & video models")
     prednet_stack_sizes: str = _opt("32,64,128,256", "PredNet: channels of the layers above the frame (the "
-                                    "reference's stack_sizes after the data channels; R stacks equal)")
-    prednet_filt_size: int = _opt(3, "PredNet: kernel size of its A, Ahat and R convolutions")
+                                    "reference's stack_sizes after the data channels; R stacks equal)",
+                                    panel="Recurrent & video models")
+    prednet_filt_size: int = _opt(3, "PredNet: kernel size of its A, Ahat and R convolutions",
+                                  panel="Recurrent & video models")
     prednet_weight_mode: str = _opt("L_0", "PredNet: error-loss layer weights: L_0 (bottom layer only) or L_all "
-                                           "(bottom 1, others 0.1)")
-    dmvfn_num_features: str = _opt("160,160,160,80,80,80,44,44,44", "DMVFN: width of each multi-scale flow block")
-    dmvfn_scales: str = _opt("4,4,4,2,2,2,1,1,1", "DMVFN: downsampling factor of each block")
-    dmvfn_routing_channels: int = _opt(32, "DMVFN: width of the routing module")
-    dmvfn_beta: float = _opt(0.5, "DMVFN: expected fraction of blocks the routing activates")
-    dmvfn_gamma: float = _opt(0.8, "DMVFN: decay of the earlier blocks' loss weights")
-    phydnet_latent: int = _opt(64, "PhyDNet: channels of its frame encoding (a multiple of 32; the reference: 64)")
-    phydnet_lstm_hidden: str = _opt("128,128,64", "PhyDNet: widths of its ConvLSTM branch's layers")
+                                           "(bottom 1, others 0.1)", panel="Recurrent & video models")
+    dmvfn_num_features: str = _opt("160,160,160,80,80,80,44,44,44", "DMVFN: width of each multi-scale flow block",
+                                   panel="Recurrent & video models")
+    dmvfn_scales: str = _opt("4,4,4,2,2,2,1,1,1", "DMVFN: downsampling factor of each block",
+                             panel="Recurrent & video models")
+    dmvfn_routing_channels: int = _opt(32, "DMVFN: width of the routing module", panel="Recurrent & video models")
+    dmvfn_beta: float = _opt(0.5, "DMVFN: expected fraction of blocks the routing activates",
+                             panel="Recurrent & video models")
+    dmvfn_gamma: float = _opt(0.8, "DMVFN: decay of the earlier blocks' loss weights", panel="Recurrent & video models")
+    phydnet_latent: int = _opt(64, "PhyDNet: channels of its frame encoding (a multiple of 32; the reference: 64)",
+                               panel="Recurrent & video models")
+    phydnet_lstm_hidden: str = _opt("128,128,64", "PhyDNet: widths of its ConvLSTM branch's layers",
+                                    panel="Recurrent & video models")
     # SVQ
-    codebook_size: int = _opt(10000, "codebook size K (svq: the preset's; baselines: Table 11's)")
-    svq_hidden: int = _opt(128, "SVQ hidden width (bucket shape: 1280 with K 1280); also the mlp control's")
-    codebook_init: str = _opt("kaiming_uniform", "codebook initialiser (svq, svq-raw)")
-    frozen_codebook: bool = _opt(False, "freeze the codebook (svq, svq-raw)", flag="--frozen-codebook/--learnable-codebook")
-    svq_impl: str = _opt("factorized", "SVQ path: factorized ReLU(zA+a)(BM)+bM, or dense (the paper's)")
+    codebook_size: int = _opt(10000, "codebook size K (svq: the preset's; baselines: Table 11's)", panel="Quantizer")
+    svq_hidden: int = _opt(128, "SVQ hidden width (bucket shape: 1280 with K 1280); also the mlp control's",
+                           panel="Quantizer")
+    codebook_init: str = _opt("kaiming_uniform", "codebook initialiser (svq, svq-raw)", panel="Quantizer")
+    frozen_codebook: bool = _opt(False, "freeze the codebook (svq, svq-raw)", flag="--frozen-codebook/--learnable-codebook",
+                                 panel="Quantizer")
+    svq_impl: str = _opt("factorized", "SVQ path: factorized ReLU(zA+a)(BM)+bM, or dense (the paper's)",
+                         panel="Quantizer")
     # SVQ ablations (Tables 6, 15): W = zA + a; W = ReLU(MLP(z)) (forces the dense path); frozen MLP
-    svq_one_layer: bool = _opt(False, "SVQ weights W = zA + a (Table 6)")
-    svq_post_relu: bool = _opt(False, "SVQ weights W = ReLU(MLP(z)) (Table 6; uses the dense path)")
-    svq_frozen_projection: bool = _opt(False, "freeze SVQ's MLP projection (Table 15)")
+    svq_one_layer: bool = _opt(False, "SVQ weights W = zA + a (Table 6)", panel="Quantizer")
+    svq_post_relu: bool = _opt(False, "SVQ weights W = ReLU(MLP(z)) (Table 6; uses the dense path)", panel="Quantizer")
+    svq_frozen_projection: bool = _opt(False, "freeze SVQ's MLP projection (Table 15)", panel="Quantizer")
     svq_hidden_cap: bool = _opt(False, "cap SVQ's hidden width at K when K is smaller, as the reference code does "
-                                       "(its Table 6 K=10 rows: hidden 10)")
-    svq_hid_relu: bool = _opt(True, "ReLU after SVQ's first layer (the reference code's hid_relu switch)")
+                                       "(its Table 6 K=10 rows: hidden 10)", panel="Quantizer")
+    svq_hid_relu: bool = _opt(True, "ReLU after SVQ's first layer (the reference code's hid_relu switch)",
+                              panel="Quantizer")
     # data
-    norm: str = _opt("global", "global: z-score with train stats; window: remove each window's input mean")
+    norm: str = _opt("global", "global: z-score with train stats; window: remove each window's input mean",
+                     panel="Data")
     # optimisation
-    epochs: int = _opt(50, "maximum epochs")
-    batch_size: int = _opt(16, "global batch size (split across ranks under torchrun)")
-    lr: float = _opt(5e-3, "peak learning rate (Adam)")
-    schedule: str = _opt("cosine", "learning-rate schedule, stepped per batch")
-    warmup_epochs: int = _opt(5, "cosine: linear warm-up epochs")
-    warmup_lr: float = _opt(1e-5, "cosine: learning rate at the start of the warm-up")
-    min_lr: float = _opt(1e-6, "cosine: final learning rate")
-    weight_decay: float = _opt(0.0, "Adam weight decay (L2)")
-    loss: str = _opt("l1", "forecast loss in normalised space")
-    patience: int = _opt(10, "early-stop patience in epochs (validation split)")
+    epochs: int = _opt(50, "maximum epochs", panel="Optimisation")
+    batch_size: int = _opt(16, "global batch size (split across ranks under torchrun)", panel="Optimisation")
+    lr: float = _opt(5e-3, "peak learning rate (Adam)", panel="Optimisation")
+    schedule: str = _opt("cosine", "learning-rate schedule, stepped per batch", panel="Optimisation")
+    warmup_epochs: int = _opt(5, "cosine: linear warm-up epochs", panel="Optimisation")
+    warmup_lr: float = _opt(1e-5, "cosine: learning rate at the start of the warm-up", panel="Optimisation")
+    min_lr: float = _opt(1e-6, "cosine: final learning rate", panel="Optimisation")
+    weight_decay: float = _opt(0.0, "Adam weight decay (L2)", panel="Optimisation")
+    loss: str = _opt("l1", "forecast loss in normalised space", panel="Optimisation")
+    patience: int = _opt(10, "early-stop patience in epochs (validation split)", panel="Optimisation")
     # caps for CPU-sized runs on big datasets (0 = no cap): optimiser steps per epoch (each epoch draws
     # a fresh random subset of the train windows) and validation windows (an evenly spaced, fixed subset)
-    max_steps_per_epoch: int = _opt(0, "cap optimiser steps per epoch (0 = all windows)")
-    max_val_windows: int = _opt(0, "validate on this many evenly spaced windows (0 = all)")
+    max_steps_per_epoch: int = _opt(0, "cap optimiser steps per epoch (0 = all windows)", panel="Optimisation")
+    max_val_windows: int = _opt(0, "validate on this many evenly spaced windows (0 = all)", panel="Optimisation")
     # training-time noise injection (Table 5): fraction of input elements multiplied by U(-2, 2)
-    noise: float = _opt(0.0, "training-time noise: fraction eta of input elements multiplied by U(-2, 2) (Table 5)")
+    noise: float = _opt(0.0, "training-time noise: fraction eta of input elements multiplied by U(-2, 2) (Table 5)",
+                        panel="Optimisation")
     # weather evaluation (docs/metrics.md): what ACC and the climatology forecast are measured against,
     # and the regions scored besides the whole grid; neither changes training
     climatology: str = _opt("seasonal", "weather scores: seasonal (day of year, by time of day if sub-daily, or "
                                         "month of year; train split, WeatherBench 2 smoothing) or static (one train "
-                                        "mean per cell)")
+                                        "mean per cell)", panel="Evaluation")
     regions: str = _opt("wb2", "weather scores: regions besides the whole grid: wb2 (its latitude bands), a band "
                                "name, NAME=LAT0,LAT1[,LON0,LON1], NAME=MASK.npy|.nc, or none; several separated "
-                               "by spaces or ';'")
+                               "by spaces or ';'", panel="Evaluation")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -21,6 +21,7 @@ import time
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -32,7 +33,7 @@ from svqbench.errors import UserError
 from svqbench.climatology import CLIMATOLOGIES, Climatology, seasonal_climatology, static_climatology
 from svqbench.metrics import ErrorAccumulator, ImageQualityAccumulator, LPIPSAccumulator
 from svqbench.regions import DEFAULT_REGIONS, parse_regions, region_mask, region_weights
-from svqbench.data.batches import split_batches, to_tensors
+from svqbench.data.batches import split_batches, split_positions, to_tensors
 
 KINDS = ("weather", "video", "traffic")
 EVAL_SPLITS = ("test", "val")
@@ -285,14 +286,16 @@ PER_WINDOW = "per_window"  # evaluate_model(per_window=True): {"window_start", "
 @torch.no_grad()
 def evaluate_model(model, ds: PreparedDataset, cfg: RunConfig, *, split: str = "test",
                    device: torch.device = torch.device("cpu"), dist: DistContext = SINGLE,
-                   lpips: bool | None = None, lpips_weights=None, per_window: bool = False) -> dict:
+                   lpips: bool | None = None, lpips_weights=None, per_window: bool = False,
+                   progress: Callable[[int, int], None] | None = None) -> dict:
     """Metrics of `model` on `split` (see the module doc for which).
 
     With several ranks each scores its own contiguous share of the split (no padding) and the
     sums are reduced, so every rank returns the metrics of the whole split, each window once.
     `per_window`: also return, under PER_WINDOW, numpy arrays of every window's start frame and
     its MSE and MAE per pixel (physical units, over T x C x valid cells), in window order (a
-    one-seed bootstrap's input; keep them out of metrics.json).
+    one-seed bootstrap's input; keep them out of metrics.json). `progress(done, total)` is told of
+    each batch scored (this rank's batches).
     """
     model.eval().to(device)
     lpips_model, lpips_note = lpips_decision(ds, lpips, lpips_weights)
@@ -302,6 +305,7 @@ def evaluate_model(model, ds: PreparedDataset, cfg: RunConfig, *, split: str = "
     scorer = make_scorer(ds, lpips_model=lpips_model, device=torch.device(device), keep_windows=per_window,
                          regions=region_w)
     starts = []
+    total_batches = -(-len(split_positions(ds, split, dist)) // cfg.batch_size)
     for batch in split_batches(ds, split, cfg.batch_size, dist):
         x, _, offset = to_tensors(ds, batch, cfg.norm, device)
         pred, _ = model(x)
@@ -309,6 +313,8 @@ def evaluate_model(model, ds: PreparedDataset, cfg: RunConfig, *, split: str = "
         seasonal = None if clim is None or clim.kind == "static" else target_climatology(clim, ds, batch.index)
         scorer.update(torch.from_numpy(phys), torch.from_numpy(np.asarray(batch.y)), seasonal)
         starts.append(np.asarray(batch.index, dtype=np.int64))
+        if progress is not None:
+            progress(len(starts), total_batches)
     windows = None
     if per_window:  # this rank's share, then every rank's in rank order (= window order)
         mse, mae = scorer.errors.window_errors()

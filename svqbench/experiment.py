@@ -111,7 +111,8 @@ def _run(cfg: RunConfig, *, results_dir: Path, data_dir, run_id, device: str, re
     best = read_weights(run_dir / BEST) if dist.is_main else None
     model.load_state_dict(dist.broadcast(best)["model"])
     t0 = time.perf_counter()
-    test = evaluate_model(model, ds, cfg, split="test", device=dev, dist=dist, per_window=True)
+    with (reporter or Reporter()).phase("test scoring") as progress:
+        test = evaluate_model(model, ds, cfg, split="test", device=dev, dist=dist, per_window=True, progress=progress)
     windows = test.pop(PER_WINDOW)  # per-window errors: window_errors_test.npz, not metrics.json
     try:  # broken weights give NaN metrics: a failed run, never a leaderboard row
         check_finite(test, f"run {run_id} on the test split", run_dir / BEST)
@@ -123,7 +124,8 @@ def _run(cfg: RunConfig, *, results_dir: Path, data_dir, run_id, device: str, re
     if not dist.is_main:
         return {}
     refs = evaluate_references(ds, split="test", cfg=cfg)
-    usage = usage_on_split(model, ds, cfg, split="test", device=dev)  # {} without a codebook
+    with (reporter or Reporter()).phase("codebook usage") as progress:
+        usage = usage_on_split(model, ds, cfg, split="test", device=dev, progress=progress)  # {} without a codebook
     train_aux = next((r.get("aux_loss") for r in result.log if r["epoch"] == result.best_epoch), None)
     metrics = {"run_id": run_id, "status": "finished", "split": "test", "checkpoint": "best.pt",
                "best_epoch": result.best_epoch,

@@ -48,42 +48,9 @@ from svqbench.data.batches import DATA_ON_DEVICE, Loader, inject_noise, resident
 from svqbench.data.prepared import PreparedDataset
 from svqbench.distributed import SINGLE, DistContext, resumed_world_size_note
 from svqbench.errors import RunFailed, UserError
+from svqbench.options import ADAMS, PRECISIONS, TrainOptions  # noqa: F401 (re-exported)
 
-PRECISIONS = ("fp32", "bf16", "fp16")
-ADAMS = ("auto", "fused", "foreach", "for-loop")
-
-
-@dataclass(frozen=True)
-class TrainOptions:
-    """How to train (not what): recorded in config.json as `runtime`, never in the leaderboard key.
-
-    precision: fp32 | bf16 | fp16 autocast of the forward pass (fp32 master weights; fp16 adds a
-    gradient scaler). checkpoint_every: optimiser steps between mid-epoch checkpoints (0 = only at
-    epoch ends). resume: continue from the run folder's checkpoint instead of starting fresh.
-    data_on_device: auto | yes | no, frames held on the device (svqbench.data.batches). log_every:
-    optimiser steps between reads of the device-side loss sums (and progress reports). adam: auto
-    (fused on CUDA, torch's for-loop on CPU) | fused | foreach | for-loop."""
-    precision: str = "fp32"
-    compile: bool = False
-    channels_last: bool = False
-    checkpoint_every: int = 500
-    resume: bool = False
-    data_on_device: str = "auto"
-    log_every: int = 50
-    adam: str = "auto"
-
-    def __post_init__(self):
-        if self.precision not in PRECISIONS:
-            raise UserError(f"unknown precision {self.precision!r}; choose one of: {', '.join(PRECISIONS)}")
-        if self.checkpoint_every < 0:
-            raise UserError(f"checkpoint-every must be >= 0 steps, got {self.checkpoint_every}")
-        if self.data_on_device not in DATA_ON_DEVICE:
-            raise UserError(f"unknown data-on-device {self.data_on_device!r}; choose one of: "
-                            f"{', '.join(DATA_ON_DEVICE)}")
-        if self.log_every < 1:
-            raise UserError(f"log-every must be >= 1 step, got {self.log_every}")
-        if self.adam not in ADAMS:
-            raise UserError(f"unknown adam {self.adam!r}; choose one of: {', '.join(ADAMS)}")
+# TrainOptions lives in svqbench.options (no torch): `run --print-config` checks it without importing torch.
 
 
 @dataclass(frozen=True)
@@ -248,6 +215,11 @@ class Reporter:
     def flush(self) -> None: ...
     def epoch(self, row: dict) -> None: ...
     def stop(self) -> None: ...
+
+    @contextlib.contextmanager
+    def phase(self, name: str):
+        """A phase after training (test scoring, codebook usage): yields progress(done, total) batches."""
+        yield lambda done, total: None
 
     def note(self, message: str) -> None:
         print(message, file=sys.stderr)

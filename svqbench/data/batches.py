@@ -34,7 +34,7 @@ from svqbench.data.prepared import Batch, PreparedDataset
 from svqbench.distributed import SINGLE, DistContext
 from svqbench.errors import UserError
 
-DATA_ON_DEVICE = ("auto", "yes", "no")
+from svqbench.options import DATA_ON_DEVICE  # defined without torch, for the CLI
 DEVICE_FRACTION = 0.5   # auto: device-resident when the frames take less than this share of free memory
 PREFETCH = 3            # host loader: batches prepared ahead
 _UPLOAD_BYTES = 64 << 20

@@ -77,7 +77,10 @@ def model_spec(name: str):
 
 def model_preset(name: str, dataset: str, scale: str) -> dict[str, Any]:
     """RunConfig values of model `name` for `dataset` at `scale` (its "default" entry for a dataset
-    without a reference config); SimVP has none of its own (the dataset presets are SimVP's)."""
+    without a reference config); SimVP has none of its own (the dataset presets are SimVP's), and
+    its module (torch) is not imported for that: `svqbench run --print-config` stays quick."""
+    if name == "simvp":
+        return {}
     spec = model_spec(name)
     presets = getattr(spec, "PRESETS", {})
     if not presets:
