@@ -55,9 +55,13 @@ def learning_curves(runs: "Runs | dict[str, Path]", path: Path) -> Path:
                 ax.plot(log["epoch"], log[column], color=color, alpha=0.8 if len(dirs) == 1 else 0.55, lw=1.2,
                         marker="o" if len(log) <= 12 else None, ms=3,
                         label=f"{label} ({len(dirs)} seed{'s' if len(dirs) > 1 else ''})" if k == 0 else None)
+    epochs = sorted({int(e) for line in axes[0].get_lines() for e in line.get_xdata()})
     for ax, title in zip(axes, ("train loss", "validation loss")):
         ax.set(title=title, xlabel="epoch", yscale="log")
-        _integer_ticks(ax.xaxis)
+        if epochs and epochs[-1] - epochs[0] <= 15:  # every epoch a tick (one epoch too: never `-0.045`)
+            ax.set_xticks(range(epochs[0], epochs[-1] + 1))
+        else:
+            _integer_ticks(ax.xaxis)
         readable_log_ticks(ax.yaxis)
         ax.grid(alpha=0.3, which="both")
     axes[0].set_ylabel("loss (normalised space, one line per seed)")
@@ -136,7 +140,9 @@ def lead_time_errors(runs: "Runs | dict[str, Path]", path: Path, metric: str = "
            ylabel=f"test {what} per pixel" + (f" ({unit}{'²' if what == 'MSE' else ''})" if unit else ""),
            title=f"test {what} vs lead time" + (" (points: seeds)" if any(len(d) > 1 for d in _runs(runs).values())
                                                 else ""))
-    if all(float(v).is_integer() for v in lead):
+    if len(lead) <= 12:  # a tick at every lead: 6, 12, 18 hours, not 6, 8, 10
+        ax.set_xticks(lead, [f"{v:g}" for v in lead])
+    elif all(float(v).is_integer() for v in lead):
         _integer_ticks(ax.xaxis)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: never over a curve

@@ -73,6 +73,13 @@ def test_learning_curves_have_integer_epochs_and_plain_log_labels(tmp_path, draw
     assert legend_entries(val) == ["none (3 seeds)", "svq (3 seeds)"]
 
 
+def test_learning_curves_of_one_epoch_have_one_whole_tick(tmp_path, drawn):
+    plots.learning_curves({"svq": [fake_run(tmp_path, "one", losses=[0.7], mae_by_lead=[1.0])]}, tmp_path / "one.png")
+    train, val = drawn["one.png"].axes
+    assert list(train.get_xticks()) == [0] and labels(train.xaxis) == ["0"]
+    assert legend_entries(val) == ["svq (1 seed)"]
+
+
 REFERENCES = {"persistence": {"mae_per_pixel_by_lead": [0.5, 0.6, 0.7]},
               "climatology": {"mae_per_pixel_by_lead": [2.0, 2.0, 2.0]},
               "input_mean": {"mae_per_pixel_by_lead": [0.4, 0.45, 0.5]}}
@@ -93,8 +100,7 @@ def test_lead_time_axis_is_in_the_data_unit_with_every_reference(tmp_path, drawn
                                   "climatology (reference)", "input mean (reference)"]
     for line in ax.get_lines():
         assert list(line.get_xdata()) == leads
-    assert [float(t) for t in ax.get_xticks() if leads[0] <= t <= leads[-1]] == \
-        [float(t) for t in ax.get_xticks() if leads[0] <= t <= leads[-1] and float(t).is_integer()]
+    assert list(ax.get_xticks()) == leads and labels(ax.xaxis) == [str(v) for v in leads]  # a tick per lead
 
 
 def test_lead_time_legend_leaves_out_references_not_drawn(tmp_path, drawn):
