@@ -581,3 +581,26 @@ def test_predict_lead_20_rolls_the_model_out_with_cf_decodable_times(run, tmp_pa
     code, _, err = cli(["predict", "r1", "--lead", "0", "--results-dir", str(results), "--data-dir", str(data)],
                        monkeypatch, capsys)
     assert code == 2 and err.strip() == "error: --lead must be >= 1, got 0"
+
+
+def test_ostia_rolls_out_past_the_data_with_monthly_times_and_nan_land_and_scores_like_the_run(ostia_run, tmp_path):
+    results, data, metrics = ostia_run
+    from svqbench.score import evaluate_leads, score_file
+    path, _ = predict_run("o1", out=tmp_path / "fc.nc", results_dir=results, data_dir=data, lead=10)
+    ds = PreparedDataset(data / "ostia")
+    with xr.open_dataset(path, decode_times=xr.coders.CFDatetimeCoder(use_cftime=True)) as f:
+        np.testing.assert_array_equal(f["prediction_timedelta"], np.arange(1, 11))
+        valid = f["valid_time"].values
+        months = np.array([[d.year * 12 + d.month for d in row] for row in valid])
+        np.testing.assert_array_equal(np.diff(months, axis=1), 1)  # one month a lead, past the file's end too
+        assert months.max() > max(d.year * 12 + d.month for d in ds.times.dates())
+        sst = f["surface_temperature"].values
+    assert np.isnan(sst[..., ~ds.mask]).all() and np.isfinite(sst[..., ds.mask]).all()
+    # the file (NaN land, 10 leads) scored by `score` on its first 4 leads: the run's test scores
+    _, scored = score_file(path, dataset="ostia", name="o1-file", beside="o1", results_dir=results, data_dir=data)
+    for key in ("mse_per_pixel", "rmse_latweighted", "acc_latweighted"):
+        assert scored["test"][key] == pytest.approx(metrics["test"][key], rel=1e-6), key
+    assert scored["external"]["leads_not_scored"] == 6
+    _, record = evaluate_leads("o1", 6, results_dir=results, data_dir=data)
+    np.testing.assert_allclose([r["model_rmse"] for r in record["leads"][:4]],
+                               metrics["test"]["rmse_latweighted_by_lead"], rtol=1e-6)
