@@ -4,7 +4,8 @@
     run = load_run("my-run")          # a run folder, a run id under results/, or an export folder
     pred = run.forecast(x)            # (B, in_len, C, H, W) physical units -> (B, out_len, C, H, W)
 """
-__version__ = "0.1.0"
+from svqbench.version import __version__
+
 __all__ = ["__version__", "load_run", "load_exported"]
 
 
@@ -14,6 +15,6 @@ def __getattr__(name: str):
         from svqbench.runs import load_run
         return load_run
     if name == "load_exported":
-        from svqbench.export import load_exported
+        from svqbench.runs import load_exported
         return load_exported
     raise AttributeError(f"module 'svqbench' has no attribute {name!r}")

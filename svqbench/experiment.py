@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from svqbench import __version__, memory
+from svqbench import memory
 from svqbench.atomic import write_json
 from svqbench.checkpoint import BEST, check_checkpoint_files, read_weights
 from svqbench.config import RunConfig
@@ -32,6 +32,7 @@ from svqbench.results import append_row, create_run_dir, in_leaderboard
 from svqbench.runs import environment_record, open_run
 from svqbench.tracking import tracker_of
 from svqbench.train import NonFiniteError, Reporter, TrainOptions, fast_paths, train
+from svqbench.version import __version__
 
 
 def default_run_id(cfg: RunConfig) -> str:
@@ -154,8 +155,19 @@ def _run(cfg: RunConfig, *, results_dir: Path, data_dir, run_id, device: str, re
     if not (options.resume and in_leaderboard(results_dir, run_id)):  # a resumed run may have got this far
         append_row(results_dir, row)
     if tracker:  # after the row: a tracking failure never costs the leaderboard
-        tracker.log_results(metrics, run_dir / "forecast_sample.png", data_dir=data_dir)
+        tracker.log_results(metrics, tracked_figure(run_dir, data_dir, tracker.note))
     return metrics
+
+
+def tracked_figure(run_dir: Path, data_dir, note) -> Path | None:
+    """The forecast-sample figure a tracker logs (svqbench.plots.forecast_sample, from the best checkpoint),
+    or None with a note: the metrics are logged either way; the figure is a bonus."""
+    from svqbench.plots import forecast_sample
+    try:
+        return Path(forecast_sample(run_dir, run_dir / "forecast_sample.png", data_dir=data_dir))
+    except Exception as e:  # noqa: BLE001 - see above
+        note(f"tracking: no forecast-sample figure ({type(e).__name__}: {e})")
+        return None
 
 
 def write_window_errors(path: Path, windows: dict) -> Path:

@@ -18,19 +18,18 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import math
 import os
 import shutil
 from dataclasses import asdict
 from pathlib import Path
 
-from svqbench import __version__
 from svqbench.atomic import CannotWrite, atomic_write, ensure_dir, remove_stale_temps, write_json, write_text
 from svqbench.errors import UserError
-from svqbench.runs import LoadedRun, TrainStats, config_from_dict, load_run, read_json
-
-FORMAT = "svqbench-export-1"
-WEIGHTS, CONFIG, NORMALISATION, METRICS = "model.safetensors", "config.json", "normalisation.json", "metrics.json"
+# the folder's format and its reader live in runs (load_run reads both kinds of folder); load_exported is
+# also reachable here, where the format is described
+from svqbench.runs import (CONFIG, FORMAT, METRICS, NORMALISATION, WEIGHTS, check_statistics, load_exported,  # noqa: F401
+                           load_run)
+from svqbench.version import __version__
 
 NORM_RULES = {
     "global": "x_model = (x - mean[c]) / std[c]; forecast = y_model * std[c] + mean[c]",
@@ -71,11 +70,6 @@ model.load_state_dict(load_file("{folder}/model.safetensors")); model.eval()
 
 Normalisation (`{norm}`): {rule}
 """
-
-
-def is_export(path: Path) -> bool:
-    """Is `path` a folder written by `svqbench export`?"""
-    return (Path(path) / WEIGHTS).is_file() and (Path(path) / CONFIG).is_file()
 
 
 def export_run(run: str | Path, dest: str | Path, *, results_dir: str | Path | None = "results",
@@ -134,80 +128,3 @@ def export_run(run: str | Path, dest: str | Path, *, results_dir: str | Path | N
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return dest
-
-
-def check_statistics(norm: dict, channels: int, where: str, *, fix: str = "export the run again") -> None:
-    """One finite mean and one finite std > 0 per channel, or a one-line UserError naming `where`: a
-    std of 0 would turn every forecast into NaN without a word."""
-    for key in ("mean", "std"):
-        values = norm.get(key)
-        if not isinstance(values, list) or len(values) != channels:
-            got = f"{len(values)} values" if isinstance(values, list) else repr(values)
-            raise UserError(f"{where}: {key} needs one number per channel ({channels}), got {got}; {fix}")
-        for c, v in enumerate(values):
-            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and \
-                (key == "mean" or v > 0)
-            if not ok:
-                rule = "a finite number" if key == "mean" else "a finite number > 0"
-                raise UserError(f"{where}: {key} of channel {c} is {v!r}, must be {rule}; {fix}")
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def load_exported(path: str | Path, *, device: str = "cpu") -> LoadedRun:
-    """The LoadedRun of an export folder: the model rebuilt from config.json, weights from safetensors."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    from svqbench.device import check_device
-    from svqbench.models import ForecastShape, build_model
-    path = Path(path)
-    if not is_export(path):
-        raise UserError(f"{path} is not an svqbench export: it needs {WEIGHTS} and {CONFIG} "
-                        f"(write one with `svqbench export RUN {path}`)")
-    check_device(device)
-    record = read_json(path / CONFIG)
-    if record.get("format") != FORMAT:
-        raise UserError(f"{path / CONFIG} has format {record.get('format')!r}, expected {FORMAT!r}")
-    cfg = config_from_dict(record.get("config"), str(path / CONFIG))
-    try:
-        shape = ForecastShape(**record["shape"])
-        norm = read_json(path / NORMALISATION)
-    except (KeyError, TypeError) as e:
-        raise UserError(f"{path} is an incomplete export (missing {e}); export the run again") from None
-    digest = record.get("weights_sha256")
-    if not isinstance(digest, str):
-        raise UserError(f"{path / CONFIG} records no sha256 of {WEIGHTS} (exported before svqbench recorded one), "
-                        f"so the weights cannot be checked; export the run again")
-    if norm.get("norm") != cfg.norm:
-        raise UserError(f"{path / NORMALISATION} does not match {path / CONFIG} (norm {norm.get('norm')!r} vs "
-                        f"{cfg.norm!r})")
-    check_statistics(norm, shape.channels, str(path / NORMALISATION))
-    stats = TrainStats(mean=norm["mean"], std=norm["std"])
-    try:
-        found = _sha256(path / WEIGHTS)
-    except OSError as e:
-        raise UserError(f"{path / WEIGHTS} cannot be read ({e.strerror}); export the run again") from None
-    if found != digest:
-        raise UserError(f"{path / WEIGHTS} has sha256 {found[:12]}..., not the {str(digest)[:12]}... that "
-                        f"{CONFIG} records: the file changed since export (a bad copy?); export the run again")
-    try:
-        state = load_file(path / WEIGHTS)
-    except (SafetensorError, OSError) as e:
-        raise UserError(f"{path / WEIGHTS} cannot be read ({e}); export the run again") from None
-    model = build_model(cfg, shape)
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as e:
-        raise UserError(f"{path / WEIGHTS} does not fit the model config.json describes "
-                        f"({str(e).splitlines()[0]})") from None
-    import torch
-    model = model.to(torch.device(device)).eval()
-    metrics = read_json(path / METRICS) if (path / METRICS).is_file() else None
-    return LoadedRun(cfg, model, shape, stats, metrics, str(record.get("run_id", path.name)), device, None)

@@ -17,7 +17,9 @@ versions, threads, device, host); `recorded_config` reads it back for `svqbench 
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
+import math
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -202,7 +204,7 @@ class TrainStats:
 class LoadedRun:
     """A trained model with what it needs to forecast in physical units.
 
-        run = load_run("my-run")                 # or svqbench.export.load_exported("export/")
+        run = load_run("my-run")                 # or load_exported("export/")
         pred = run.forecast(x)                   # x (B, in_len, C, H, W), physical units -> (B, out_len, C, H, W)
 
     `config` RunConfig, `model` (eval mode, on `device`), `shape` ForecastShape, `stats` TrainStats,
@@ -253,11 +255,99 @@ class LoadedRun:
         return np.concatenate(out)
 
 
+# ---- a folder written by `svqbench export` (svqbench/export.py writes it; read here, so that load_run
+# takes either kind of folder without importing the writer) -----------------------------------------
+
+FORMAT = "svqbench-export-1"
+WEIGHTS, CONFIG, NORMALISATION, METRICS = "model.safetensors", "config.json", "normalisation.json", "metrics.json"
+
+
+def is_export(path: Path) -> bool:
+    """Is `path` a folder written by `svqbench export`?"""
+    return (Path(path) / WEIGHTS).is_file() and (Path(path) / CONFIG).is_file()
+
+
+def check_statistics(norm: dict, channels: int, where: str, *, fix: str = "export the run again") -> None:
+    """One finite mean and one finite std > 0 per channel, or a one-line UserError naming `where`: a
+    std of 0 would turn every forecast into NaN without a word."""
+    for key in ("mean", "std"):
+        values = norm.get(key)
+        if not isinstance(values, list) or len(values) != channels:
+            got = f"{len(values)} values" if isinstance(values, list) else repr(values)
+            raise UserError(f"{where}: {key} needs one number per channel ({channels}), got {got}; {fix}")
+        for c, v in enumerate(values):
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and \
+                (key == "mean" or v > 0)
+            if not ok:
+                rule = "a finite number" if key == "mean" else "a finite number > 0"
+                raise UserError(f"{where}: {key} of channel {c} is {v!r}, must be {rule}; {fix}")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def load_exported(path: str | Path, *, device: str = "cpu") -> LoadedRun:
+    """The LoadedRun of an export folder: the model rebuilt from config.json, weights from safetensors."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from svqbench.device import check_device
+    from svqbench.models import ForecastShape, build_model
+    path = Path(path)
+    if not is_export(path):
+        raise UserError(f"{path} is not an svqbench export: it needs {WEIGHTS} and {CONFIG} "
+                        f"(write one with `svqbench export RUN {path}`)")
+    check_device(device)
+    record = read_json(path / CONFIG)
+    if record.get("format") != FORMAT:
+        raise UserError(f"{path / CONFIG} has format {record.get('format')!r}, expected {FORMAT!r}")
+    cfg = config_from_dict(record.get("config"), str(path / CONFIG))
+    try:
+        shape = ForecastShape(**record["shape"])
+        norm = read_json(path / NORMALISATION)
+    except (KeyError, TypeError) as e:
+        raise UserError(f"{path} is an incomplete export (missing {e}); export the run again") from None
+    digest = record.get("weights_sha256")
+    if not isinstance(digest, str):
+        raise UserError(f"{path / CONFIG} records no sha256 of {WEIGHTS} (exported before svqbench recorded one), "
+                        f"so the weights cannot be checked; export the run again")
+    if norm.get("norm") != cfg.norm:
+        raise UserError(f"{path / NORMALISATION} does not match {path / CONFIG} (norm {norm.get('norm')!r} vs "
+                        f"{cfg.norm!r})")
+    check_statistics(norm, shape.channels, str(path / NORMALISATION))
+    stats = TrainStats(mean=norm["mean"], std=norm["std"])
+    try:
+        found = _sha256(path / WEIGHTS)
+    except OSError as e:
+        raise UserError(f"{path / WEIGHTS} cannot be read ({e.strerror}); export the run again") from None
+    if found != digest:
+        raise UserError(f"{path / WEIGHTS} has sha256 {found[:12]}..., not the {str(digest)[:12]}... that "
+                        f"{CONFIG} records: the file changed since export (a bad copy?); export the run again")
+    try:
+        state = load_file(path / WEIGHTS)
+    except (SafetensorError, OSError) as e:
+        raise UserError(f"{path / WEIGHTS} cannot be read ({e}); export the run again") from None
+    model = build_model(cfg, shape)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise UserError(f"{path / WEIGHTS} does not fit the model config.json describes "
+                        f"({str(e).splitlines()[0]})") from None
+    import torch
+    model = model.to(torch.device(device)).eval()
+    metrics = read_json(path / METRICS) if (path / METRICS).is_file() else None
+    return LoadedRun(cfg, model, shape, stats, metrics, str(record.get("run_id", path.name)), device, None)
+
+
 def load_run(run: str | Path, *, results_dir: str | Path | None = "results", data_dir: str | Path | None = None,
              device: str = "cpu", checkpoint: str = "best.pt") -> LoadedRun:
     """A run folder (or run id under `results_dir`), or a folder written by `svqbench export`, ready to
     forecast on `device`. The model is built from the saved config with the `checkpoint` weights."""
-    from svqbench.export import is_export, load_exported
     if is_export(Path(run)):
         return load_exported(run, device=device)
     return open_run(run, results_dir=results_dir, data_dir=data_dir).load(device=device, checkpoint=checkpoint)

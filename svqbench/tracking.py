@@ -170,21 +170,15 @@ class TrackingReporter:
             from svqbench.atomic import write_json
             write_json(record, {"tracker": self.name, "id": self.backend.id, "where": self.backend.where})
 
-    def log_results(self, metrics: dict, figure: Path | None = None, *, data_dir: Path | None = None) -> None:
-        """Final metrics and per-lead curves, then the forecast-sample figure (drawn to `figure` from the
-        run's best checkpoint, svqbench.plots.forecast_sample) and the run's files, then the tracker
+    def log_results(self, metrics: dict, figure: Path | None = None) -> None:
+        """Final metrics and per-lead curves, then `figure` (a PNG the caller drew: the experiment draws
+        the forecast sample, so tracking never imports plotting) and the run's files, then the tracker
         run is closed as finished."""
         if self.backend is None:
             return
         self._safe(self.backend.results, result_values(metrics), lead_curves(metrics))
         if figure is not None and self.backend is not None:
-            from svqbench.plots import forecast_sample
-            try:
-                path = forecast_sample(Path(metrics["run_dir"]), Path(figure), data_dir=data_dir)
-            except Exception as e:  # noqa: BLE001 - the metrics are logged; the figure is a bonus
-                self.inner.note(f"tracking: no forecast-sample figure ({type(e).__name__}: {e})")
-            else:
-                self._safe(self.backend.image, "forecast_sample", Path(path))
+            self._safe(self.backend.image, "forecast_sample", Path(figure))
         if self.backend is not None:
             run_dir = Path(metrics["run_dir"])
             self._safe(self.backend.files, [run_dir / n for n in RUN_FILES if (run_dir / n).is_file()])

@@ -76,9 +76,13 @@ def dataset_spec(name: str) -> DatasetSpec:
     return _load(_DATASETS[name])
 
 
+def data_root(path: str | os.PathLike | None = None) -> Path:
+    """Where prepared datasets live: `path`, else $SVQBENCH_DATA, else ./data."""
+    return Path(path or os.environ.get("SVQBENCH_DATA", "data"))
+
+
 def prepare(name: str, root: str | os.PathLike | None = None, **options) -> Path | list[Path]:
     """Prepare dataset `name` under `root`; a group (weatherbench-s) returns every path it wrote."""
-    from svqbench.data.prepared import data_root
     if name in _DATASETS:
         func = dataset_spec(name).prepare
     elif name in _CONVERTERS:

@@ -34,14 +34,11 @@ import numpy as np
 
 from svqbench.atomic import CannotWrite, ensure_dir, remove_stale_temps, write_json
 from svqbench.errors import UserError
+from svqbench.data import data_root  # the registry above this reader owns where data lives
 
 FORMAT_VERSION = 1
 SPLITS = ("train", "val", "test")
 _CHUNK_BYTES = 16 << 20  # frames read per step when computing statistics (float64 copies are 2-3x this)
-
-
-def data_root(path: str | os.PathLike | None = None) -> Path:
-    return Path(path or os.environ.get("SVQBENCH_DATA", "data"))
 
 
 @dataclass(frozen=True)
