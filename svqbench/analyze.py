@@ -86,7 +86,8 @@ def _plot_embedding(codebook: torch.Tensor, code_use: np.ndarray | None, latents
     codes = ((codebook.float() - mean) @ axes2).numpy()
     fig, ax = plt.subplots(figsize=(6, 5.4))
     colour = None if code_use is None else np.log1p(code_use)
-    sc = ax.scatter(codes[:, 0], codes[:, 1], s=4, c=colour, cmap="viridis", alpha=0.7,
+    size = float(np.clip(2000 / len(codes), 4, 20))  # a small codebook's few codes stay visible
+    sc = ax.scatter(codes[:, 0], codes[:, 1], s=size, c=colour, cmap="viridis", alpha=0.8, edgecolors="none",
                     zorder=3)  # on top of the latents, so the used codes stay visible
     if colour is not None:
         fig.colorbar(sc, ax=ax, label="codes: log(1 + uses)")

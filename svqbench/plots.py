@@ -307,7 +307,7 @@ def _degree_ticks(ax) -> None:
     ax.yaxis.set_major_locator(MaxNLocator(3, steps=[1, 2, 2.5, 5, 10]))
     ax.xaxis.set_major_formatter(FuncFormatter(lon))
     ax.yaxis.set_major_formatter(FuncFormatter(lat))
-    ax.tick_params(labelsize=6)
+    ax.tick_params(labelsize=7)
 
 
 def scorecard_figure(cards: list[dict], path: Path) -> Path:
