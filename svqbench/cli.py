@@ -540,7 +540,8 @@ def compare(directory: Path = typer.Argument(Path("results"), help="results fold
             plots: Optional[Path] = typer.Option(None, "--plots", help="write figures (PNG) to this folder"),
             data_dir: Optional[Path] = DATA,
             scorecard: bool = typer.Option(False, "--scorecard", help="also print per-lead-time scorecards of the "
-                                           "weather runs (rows lead times, columns runs and reference forecasts)")):
+                                           "weather runs: each run's scores, then WeatherBench 2 style cards (rows "
+                                           "methods, % better than none, * = significant); --plots draws them")):
     """Leaderboard grouped by dataset and backbone: mean +- std over seeds, improvement % over the `none`
     run of the same cell, and the published value and gap where a paper-scale run matches one."""
     from rich.table import Table
