@@ -872,7 +872,9 @@ def profile(
     quantizer: Optional[str] = typer.Option(None, help="none | svq | ... (default: svq)"),
     scale: Optional[str] = typer.Option(None, help="paper | quick (default: quick)"),
     codebook_size: Optional[int] = typer.Option(None, help="codebook size K (default: the preset's)"),
-    svq_impl: Optional[str] = typer.Option(None, help="factorized | dense: the SVQ path of the first row"),
+    svq_impl: Optional[str] = typer.Option(None, help="factorized | dense: SVQ's path [default: factorized]"),
+    other_impl: bool = typer.Option(False, "--other-impl", help="SVQ: also a row for the other path (the dense "
+                                    "one's N x K weights take GBs and most of the time)"),
     batch_size: Optional[int] = typer.Option(None, help="batch for the timings (default: the preset's)"),
     steps: int = typer.Option(3, help="timed steps (median reported) after one warm-up step"),
     device: str = typer.Option("cpu", help="cpu | cuda | cuda:N"),
@@ -883,7 +885,7 @@ def profile(
 ):
     """Parameters, codebook buffers, MACs/FLOPs, forward and training-step time, peak memory.
 
-    For SVQ a second row gives the other path (factorized default vs the paper's dense one)."""
+    For SVQ, --other-impl adds a row for the other path (factorized default vs the paper's dense one)."""
     from rich.table import Table
     if recipe is not None:
         given = [n for n, v in dict(dataset=dataset, model=model, backbone=backbone, quantizer=quantizer,
@@ -901,7 +903,7 @@ def profile(
     from svqbench.errors import RunFailed
     try:  # no --batch-size on a CPU: the preset's, lowered to a batch whose step fits (svqbench.memory)
         rows = profile_rows(cfg, dataset_shape(cfg.dataset, data_dir), device=device, steps=steps,
-                            batch_size=batch_size)
+                            batch_size=batch_size, other_impl=other_impl)
     except RunFailed as e:  # out of memory in a step after all
         err_console.print(f"profile failed: {one_line(str(e))}", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None

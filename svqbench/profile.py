@@ -91,7 +91,10 @@ def _peak_memory_bytes(device: torch.device, step) -> int:
         step()
         torch.cuda.synchronize(device)
         return torch.cuda.max_memory_allocated(device) - start
-    # CPU: replay every allocation and free that torch.profiler recorded, in time order
+    # CPU: replay every allocation and free that torch.profiler recorded, in time order. Its C++
+    # tracer (kineto) logs its start/stop and, on a machine without a GPU, "gpuGetDeviceCount
+    # failed" to stderr: level 6 keeps it quiet unless the user set KINETO_LOG_LEVEL (read at its start).
+    os.environ.setdefault("KINETO_LOG_LEVEL", "6")
     from torch._C._profiler import _EventType
     from torch.profiler import ProfilerActivity, profile
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
@@ -152,6 +155,9 @@ def measure(cfg: RunConfig, shape: ForecastShape, *, device: str = "cpu", batch_
     with memory.out_of_memory_as_failure(batch):
         model.train()
         train_step()  # warm-up; creates Adam's state, so the peak below is one ordinary step
+        # the warm-up's gradients are freed before the measured step, not inside it: a free of a block
+        # allocated before the profiler started is an unknown size to it (and a c10 warning on stderr)
+        opt.zero_grad(set_to_none=True)
         peak = _peak_memory_bytes(dev, train_step)
         train_s = _median_seconds(train_step, steps, dev)
         model.eval()
@@ -231,11 +237,14 @@ def recipe_costs(name: str, scale: str = "paper", data_dir: str | os.PathLike | 
     return rows
 
 
-def profile_rows(cfg: RunConfig, shape: ForecastShape, **kwargs: Any) -> list[dict[str, Any]]:
-    """The chosen configuration; for SVQ also the other path (factorized default vs the paper's
-    dense N x K formulation), so the paper's cost claim and ours stand side by side."""
+def profile_rows(cfg: RunConfig, shape: ForecastShape, *, other_impl: bool = False,
+                 **kwargs: Any) -> list[dict[str, Any]]:
+    """The chosen configuration; with `other_impl`, for SVQ also the other path (factorized default
+    vs the paper's dense N x K formulation), so the paper's cost claim and ours stand side by side.
+    Opt-in: the dense path's (N x K) weights make it the slow, memory-hungry row (5.9 GB at the
+    embedded quick preset, K 10000)."""
     rows = [measure(cfg, shape, **kwargs)]
-    if cfg.quantizer == "svq":
+    if cfg.quantizer == "svq" and other_impl:
         other = "dense" if cfg.svq_impl == "factorized" else "factorized"
         rows.append(measure(replace(cfg, svq_impl=other), shape, **kwargs))
     return rows

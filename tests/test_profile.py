@@ -70,10 +70,10 @@ def test_shapes_of_known_and_prepared_datasets(data_root):
         measure(resolve(cli=dict(SMALL, dataset="embedded")), SHAPE, steps=0)
 
 
-def test_cli_prints_both_svq_paths_and_appends_rows(tmp_path):
+def test_cli_prints_both_svq_paths_with_other_impl_and_appends_rows(tmp_path):
     out = tmp_path / "p" / "profile.csv"
     args = ["profile", "--dataset", "taxibj", "--backbone", "convnext", "--quantizer", "svq", "--batch-size", "1",
-            "--steps", "1", "--codebook-size", "64", "--csv", str(out)]
+            "--steps", "1", "--codebook-size", "64", "--csv", str(out), "--other-impl"]
     for _ in range(2):
         result = CliRunner().invoke(app, args)
         assert result.exit_code == 0, result.output
@@ -100,3 +100,19 @@ def test_baselines_that_cannot_run_on_meta_are_counted_on_cpu_with_attention_and
     n, d = (SHAPE.height // 2) * (SHAPE.width // 2), vit.hid_t
     assert count_macs(vit, SHAPE) - count_macs(pool, SHAPE) >= 2 * n * n * d  # CPU attention counted
     assert count_sizes(build_model(vit, SHAPE))["codebook_buffers"] >= 32 * vit.hid_s  # EMA codebook
+
+
+def test_cli_profiles_one_row_by_default_and_prints_no_warning_on_stderr(tmp_path):
+    """The dense SVQ row is opt-in (--other-impl); the CPU memory replay (torch.profiler) leaves no
+    kineto lines (profiler_start/stop, gpuGetDeviceCount failed) nor c10 warnings on stderr."""
+    import subprocess
+    import sys
+    out = tmp_path / "profile.csv"
+    proc = subprocess.run([sys.executable, "-m", "svqbench", "profile", "--dataset", "taxibj", "--backbone", "convnext",
+                           "--quantizer", "svq", "--batch-size", "1", "--steps", "1", "--codebook-size", "64", "--csv",
+                           str(out)], capture_output=True, text=True, timeout=300,
+                          env={"OMP_NUM_THREADS": "1", "PATH": "", "COLUMNS": "200"})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    with open(out, newline="") as f:
+        assert [r["svq_impl"] for r in csv.DictReader(f)] == ["factorized"]
