@@ -140,3 +140,35 @@ def test_latitude_only_where_cf_says_latitude():
     regular = ds_with(("time", "lat", "lon"), {"lat": {"units": "degrees_north"}, "lon": {"units": "degrees_east"}})
     lat, lon = cf.lat_lon(regular, regular["v"], "lat", "lon")
     assert lat.tolist() == [0, 1, 2] and lon.tolist() == [0, 1, 2]
+
+
+# cf_xarray (a test dependency) reads CF attributes only: where a file carries them, svqbench's axes and
+# latitude/longitude are the ones cf_xarray names. svqbench keeps its own detection for what cf_xarray
+# leaves out (README, architecture): time from undecoded `UNIT since DATE` units (svqbench opens files
+# with decode_times=False to decode months/years since and year-0 origins itself), axes by name
+# (hlat, TIME, date) and by CF's T, Z, Y, X order, and lat/lon named so without attributes.
+@pytest.mark.parametrize("dims, attrs", [
+    (("time", "lat", "lon"), {"time": {"standard_name": "time"}, "lat": {"standard_name": "latitude"},
+                              "lon": {"units": "degrees_east"}}),
+    (("TIME", "FNOCY", "FNOCX"), {"TIME": {"axis": "T"}, "FNOCY": {"axis": "Y"}, "FNOCX": {"axis": "X"}}),
+    (("t", "height", "rlat", "rlon"), {"t": {"axis": "T"}, "height": {"units": "m", "positive": "up"},
+                                       "rlat": {"standard_name": "grid_latitude", "units": "degrees"},
+                                       "rlon": {"standard_name": "grid_longitude", "units": "degrees"}}),
+    (("when", "a", "b"), {"when": {"standard_name": "time"}, "a": {"units": "degrees_east"},
+                          "b": {"units": "degrees_north"}}),
+    (("time", "y", "x"), {"time": {"standard_name": "time"},
+                          "y": {"units": "m", "standard_name": "projection_y_coordinate"},
+                          "x": {"units": "m", "standard_name": "projection_x_coordinate"}}),
+])
+def test_axes_and_latitudes_agree_with_cf_xarray_where_the_file_has_cf_attributes(dims, attrs):
+    import cf_xarray  # noqa: F401 - registers the .cf accessor (the `test` extra installs it)
+    ds = ds_with(dims, {d: attrs.get(d, {}) for d in dims})
+    ours = cf.find_axes(ds, ds["v"], "f.nc: v")
+    axes, coords = ds.cf.axes, ds.cf.coordinates
+
+    def theirs(axis, coordinate):
+        return (axes.get(axis) or coords.get(coordinate) or [None])[0]
+    assert (ours["T"], ours["Y"], ours["X"]) == (theirs("T", "time"), theirs("Y", "latitude"),
+                                                 theirs("X", "longitude"))
+    lat, lon = cf.lat_lon(ds, ds["v"], ours["Y"], ours["X"])
+    assert (lat is not None, lon is not None) == ("latitude" in coords, "longitude" in coords)
