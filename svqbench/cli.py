@@ -439,12 +439,6 @@ def datasets(data_dir: Optional[Path] = DATA):
     print_table(table)
 
 
-def _unit(group) -> str:
-    """The one physical unit of a compare group, or "" when unknown or mixed."""
-    from svqbench.results import unit_label
-    return unit_label(group["units"]) if "units" in group.columns else ""
-
-
 def print_table(table) -> None:
     """Never elide cells: a pipe or file gets the table at its natural width; a narrow terminal folds
     long cells onto several lines instead of cutting them with an ellipsis."""
@@ -546,62 +540,17 @@ def compare(directory: Path = typer.Argument(Path("results"), help="results fold
     run of the same cell, and the published value and gap where a paper-scale run matches one."""
     from rich.table import Table
 
-    import pandas as pd
-
-    from svqbench.results import compare_table, load_leaderboards, load_paper
+    from svqbench.results import compare_sections, compare_table, load_leaderboards, load_paper
     board = load_leaderboards(directory, warn=_warn)
     published = load_paper(paper)
     table_df = compare_table(board, published)
-    usage_headers = {"train_aux_loss": "aux loss", "perplexity": "perplexity", "perplexity_theta2": "perpl. θ=2",
-                     "perplexity_theta3": "perpl. θ=3", "weight_kurtosis": "kurt. W", "codebook_kurtosis": "kurt. M",
-                     "near_zero_fraction": "W≈0"}
-    by = ["dataset", "scale", "backbone"] + (["data_digest"] if "data_digest" in table_df.columns else [])
-    for keys, group in table_df.groupby(by, sort=True):
-        usage = [c for c in usage_headers if c in group.columns and group[c].notna().any()]
-        usage += [c for c in ("mse_paper", "mse_gap_pct", "mae_paper", "mae_gap_pct", "paper")
-                  if c in group.columns and group[c].notna().any()]
-        usage_headers.update(mse_paper="paper MSE", mse_gap_pct="MSE gap %", mae_paper="paper MAE",
-                             mae_gap_pct="MAE gap %", paper="published cell")
-        unit = _unit(group)
-        mse_unit, mae_unit = (f" ({unit}²)", f" ({unit})") if unit else ("", "")
-        paired = "mae_verdict" in group.columns and group["mae_verdict"].notna().any()
-        how = sorted(set(group["ci_method"].dropna())) if "ci_method" in group.columns else []
-        models = "model" in group.columns and group["model"].dropna().ne("simvp").any()  # recurrent rows present
-        table = Table("method", *(["model"] if models else []), "seeds", f"MSE{mse_unit}", f"MAE{mae_unit}",
-                      *([f"MAE gain vs none{mae_unit} [95% CI]", "verdict"] if paired else []),
-                      "MSE improv. %", "MAE improv. %", *(usage_headers[c] for c in usage),
-                      title=f"{keys[0]}{' data ' + keys[3] if len(keys) > 3 and keys[3] else ''} "
-                            f"({keys[1]} scale), backbone {keys[2]} — test split, per-pixel, "
-                            f"{'in ' + unit if unit else 'physical units'}, mean ± std over seeds")
-        for _, r in group.iterrows():
-            def fmt(m):
-                s = f"{r[f'{m}_mean']:.4f}"
-                return s + (f" ± {r[f'{m}_std']:.4f}" if r[f"{m}_std"] == r[f"{m}_std"] else "")
-
-            def pct(m):
-                v = r.get(f"{m}_improvement_pct")
-                return "" if v is None or v != v else f"{v:+.1f}"
-
-            def gain(m):  # none - method, so that positive reads "better" like the improvement %
-                v, lo, hi = (r.get(f"{m}_{k}") for k in ("diff", "ci_low", "ci_high"))
-                if v is None or v != v:
-                    return ""
-                return f"{0.0 - v:+.4f}" + (f" [{0.0 - hi:+.4f}, {0.0 - lo:+.4f}]" if lo == lo else "")  # never -0
-            seeds = r.get("seeds")
-            runs = str(r["runs"]) if seeds is None or pd.isna(seeds) or int(seeds) == r["runs"] else \
-                f"{int(seeds)} ({r['runs']} runs)"
-            verdict = r.get("mae_verdict")
-            model = r.get("model") if models else None
-            table.add_row(r["method"], *([model if isinstance(model, str) else ""] if models else []), runs,
-                          fmt("mse"), fmt("mae"),
-                          *([gain("mae"), verdict if isinstance(verdict, str) else ""] if paired else []),
-                          pct("mse"), pct("mae"),
-                          *("" if r[c] != r[c] else r[c] if isinstance(r[c], str) else f"{r[c]:.4g}" for c in usage))
+    for section in compare_sections(table_df):
+        table = Table(*section["headers"], title=section["title"])
+        for row in section["rows"]:
+            table.add_row(*row)
         print_table(table)
         # under the table as one line (a caption would fold to the table's width, mid-phrase)
-        console.print("gain and improvement % over the `none` run of the same cell: positive = lower error (better)"
-                      + (f"; paired by seed: {'; '.join(how)}" if how else ""), markup=False, highlight=False,
-                      soft_wrap=True)
+        console.print(section["note"], markup=False, highlight=False, soft_wrap=True)
     print_region_tables(board, warn=(lambda _: None) if scorecard else _warn)  # the scorecard names the same files
     for warning in table_df.attrs.get("warnings", []):
         err_console.print(f"warning: {warning}", markup=False, highlight=False, soft_wrap=True)

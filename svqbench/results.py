@@ -277,6 +277,61 @@ def compare_table(board: pd.DataFrame, paper: pd.DataFrame | None = None) -> pd.
     return table
 
 
+COMPARE_USAGE = {"train_aux_loss": "aux loss", "perplexity": "perplexity", "perplexity_theta2": "perpl. θ=2",
+                 "perplexity_theta3": "perpl. θ=3", "weight_kurtosis": "kurt. W", "codebook_kurtosis": "kurt. M",
+                 "near_zero_fraction": "W≈0", "mse_paper": "paper MSE", "mse_gap_pct": "MSE gap %",
+                 "mae_paper": "paper MAE", "mae_gap_pct": "MAE gap %", "paper": "published cell"}
+
+
+def compare_sections(table: pd.DataFrame) -> list[dict[str, Any]]:
+    """`svqbench compare`'s tables as text, one per dataset, scale, backbone (and data digest): `title`,
+    `headers`, `rows` (lists of cell strings) and the `note` printed under it; the CLI only draws them."""
+    out = []
+    by = GROUP + (["data_digest"] if "data_digest" in table.columns else [])
+    for keys, group in table.groupby(by, sort=True):
+        usage = [c for c in COMPARE_USAGE if c in group.columns and group[c].notna().any()]
+        unit = unit_label(group["units"]) if "units" in group.columns else ""
+        mse_unit, mae_unit = (f" ({unit}²)", f" ({unit})") if unit else ("", "")
+        paired = "mae_verdict" in group.columns and group["mae_verdict"].notna().any()
+        how = sorted(set(group["ci_method"].dropna())) if "ci_method" in group.columns else []
+        models = "model" in group.columns and group["model"].dropna().ne("simvp").any()  # recurrent rows present
+        headers = ["method", *(["model"] if models else []), "seeds", f"MSE{mse_unit}", f"MAE{mae_unit}",
+                   *([f"MAE gain vs none{mae_unit} [95% CI]", "verdict"] if paired else []),
+                   "MSE improv. %", "MAE improv. %", *(COMPARE_USAGE[c] for c in usage)]
+        title = (f"{keys[0]}{' data ' + keys[3] if len(keys) > 3 and keys[3] else ''} ({keys[1]} scale), backbone "
+                 f"{keys[2]} — test split, per-pixel, {'in ' + unit if unit else 'physical units'}, mean ± std over "
+                 f"seeds")
+        rows = []
+        for _, r in group.iterrows():
+            def fmt(m):
+                s = f"{r[f'{m}_mean']:.4f}"
+                return s + (f" ± {r[f'{m}_std']:.4f}" if r[f"{m}_std"] == r[f"{m}_std"] else "")
+
+            def pct(m):
+                v = r.get(f"{m}_improvement_pct")
+                return "" if v is None or v != v else f"{v:+.1f}"
+
+            def gain(m):  # none - method, so that positive reads "better" like the improvement %
+                v, lo, hi = (r.get(f"{m}_{k}") for k in ("diff", "ci_low", "ci_high"))
+                if v is None or v != v:
+                    return ""
+                return f"{0.0 - v:+.4f}" + (f" [{0.0 - hi:+.4f}, {0.0 - lo:+.4f}]" if lo == lo else "")  # never -0
+            seeds = r.get("seeds")
+            runs = str(r["runs"]) if seeds is None or pd.isna(seeds) or int(seeds) == r["runs"] else \
+                f"{int(seeds)} ({r['runs']} runs)"
+            verdict = r.get("mae_verdict")
+            model = r.get("model") if models else None
+            rows.append([r["method"], *([model if isinstance(model, str) else ""] if models else []), runs,
+                         fmt("mse"), fmt("mae"),
+                         *([gain("mae"), verdict if isinstance(verdict, str) else ""] if paired else []),
+                         pct("mse"), pct("mae"),
+                         *("" if r[c] != r[c] else r[c] if isinstance(r[c], str) else f"{r[c]:.4g}" for c in usage)])
+        note = ("gain and improvement % over the `none` run of the same cell: positive = lower error (better)"
+                + (f"; paired by seed: {'; '.join(how)}" if how else ""))
+        out.append({"title": title, "headers": headers, "rows": rows, "note": note})
+    return out
+
+
 def paired_statistics(runs: pd.DataFrame, baseline: pd.DataFrame, metric: str) -> dict[str, Any]:
     """The method's test `metric` minus the `none` baseline's of the same cell, paired by seed, with a
     95% interval (t over seeds; one seed: bootstrap over test windows when both runs saved their

@@ -193,3 +193,25 @@ def test_a_run_id_recorded_twice_by_an_older_version_counts_once(tmp_path):
     loaded = load_leaderboards(tmp_path, warn=warnings.append)
     assert len(loaded) == 9 and loaded.set_index("run_id").loc["r0", "test_mae"] == 0.5
     assert len(warnings) == 1 and "r0 (line 2, again on line 11)" in warnings[0]
+
+
+def test_compare_sections_name_each_column_once_in_every_table():
+    """compare's tables are built here (the CLI only draws them); a later table once repeated the published
+    columns of an earlier one (paper MSE ... published cell twice)."""
+    from svqbench.results import compare_sections, load_paper
+    cell = dict(dataset="weatherbench-s-t2m", scale="paper", backbone="gsta", loss="l1", noise=0.0,
+                codebook_size=10000, frozen_codebook=False, svq_hidden=128, svq_one_layer=False, svq_post_relu=False,
+                svq_frozen_projection=False, codebook_init="normal", placement="before", units="K")
+    rows = [dict(cell, run_id=f"{q}{s}", quantizer=q, seed=s, test_mse=1.0 + 0.01 * s - (0.1 if q == "svq" else 0),
+                 test_mae=0.6 + 0.001 * s) for q in ("none", "svq") for s in (42, 43, 44)]
+    rows += [dict(cell, dataset="embedded", scale="quick", run_id=f"q{q}", quantizer=q, seed=42, test_mse=0.5,
+                  test_mae=0.4) for q in ("none", "svq")]
+    sections = compare_sections(compare_table(board(rows), load_paper()))
+    assert [s["title"].split(" (")[0] for s in sections] == ["embedded", "weatherbench-s-t2m"]
+    for s in sections:
+        assert len(s["headers"]) == len(set(s["headers"])) and all(len(r) == len(s["headers"]) for r in s["rows"])
+    paper = sections[1]
+    assert paper["headers"][-5:] == ["paper MSE", "MSE gap %", "paper MAE", "MAE gap %", "published cell"]
+    svq = dict(zip(paper["headers"], paper["rows"][1]))
+    assert svq["MSE (K²)"] == "1.3300 ± 0.0100" and svq["MSE improv. %"] == "+7.0" and svq["paper MSE"] == "1.018"
+    assert paper["note"].startswith("gain and improvement % over the `none` run")
