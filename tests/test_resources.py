@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from svqbench.resources import paper_dir, recipe_dir
+from svqbench.version import __version__
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -48,6 +49,7 @@ def test_a_built_wheel_carries_them_and_works_from_another_folder(tmp_path):
                             "-w", str(tmp_path / "dist"), str(source)], capture_output=True, text=True, timeout=300)
     assert built.returncode == 0, built.stderr
     wheel = next((tmp_path / "dist").glob("svqbench-*.whl"))
+    assert wheel.name.startswith(f"svqbench-{__version__}-")  # pyproject reads it from svqbench/version.py
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "svqbench/resources/recipes/table5.toml" in names and "svqbench/resources/paper/table1.csv" in names
     # every recipe and every module of the source tree (pyproject.toml lists the packages by hand)
