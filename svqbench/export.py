@@ -7,7 +7,7 @@
     DIR/metrics.json          the run's test metrics (when it has them)
     DIR/README.md             how to load it, with and without svqbench
 
-`load_exported(DIR)` (and `load_run(DIR)`) rebuild the model from config.json with
+`load_exported(DIR)` (and `load_run(DIR)`; both in svqbench/runs.py) rebuild the model from config.json with
 `svqbench.models.build_model` and load the safetensors weights: the same forecasts as the run. Loading
 checks the weights against the recorded sha256 (a changed byte is refused) and the statistics of
 normalisation.json (one finite mean and a finite std > 0 per channel), each failure one line naming

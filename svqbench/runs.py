@@ -11,6 +11,9 @@ A run folder holds config.json (the record), log.csv, best.pt, checkpoint.pt and
     run = load_run("my-run", device="cpu")   # the Python API (`from svqbench import load_run`): a LoadedRun
     pred = run.forecast(x)                   # physical units in and out, the run's train statistics
 
+A folder written by `svqbench export` is read here too (`load_exported`, the format's file names):
+svqbench/export.py writes it through this module, so reading never needs the writer.
+
 `environment_record` is what config.json records about the process (command line, git commit,
 versions, threads, device, host); `recorded_config` reads it back for `svqbench run --config`.
 """
