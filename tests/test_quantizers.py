@@ -167,6 +167,17 @@ def test_library_version_is_guarded(monkeypatch):
         build_quantizer("vq", dim=8)
 
 
+def test_a_patch_release_of_the_pinned_series_is_accepted(monkeypatch):
+    """pyproject.toml declares >=1.32.0,<1.33: the run-time check accepts exactly that series."""
+    import importlib.metadata
+    from svqbench.quantizers.baselines import check_library_version
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: "1.32.7")
+    check_library_version()
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: "1.33.0")
+    with pytest.raises(UserError, match=f"pinned to {PINNED_VERSION}"):
+        check_library_version()
+
+
 # --- configuration ---------------------------------------------------------------------------------
 
 def test_codebook_size_defaults_per_method_and_override():
