@@ -149,6 +149,8 @@ def test_bad_widths_are_one_line():
         small(phydnet_latent=48)
     with pytest.raises(UserError, match="phydnet-lstm-hidden must be comma-separated positive integers"):
         small(phydnet_lstm_hidden="128,x")
+    with pytest.raises(UserError, match="phydnet-lstm-hidden's last width must equal phydnet-latent 32"):
+        small(phydnet_latent=32, phydnet_lstm_hidden="8,8")
 
 
 def test_quick_widths_build_a_smaller_model():

@@ -55,10 +55,17 @@ def test_model_preset_layers_between_dataset_preset_and_cli():
 
 # ---------------------------------------------------------------- kill and resume
 
-# tiny ConvLSTM on scaling_data's 8 x 8 waves (4 -> 2 frames): the teacher-forcing probability falls
-# 0.1 per step, so every step's mask is a random draw and the resumed run must continue its generator
+# tiny models on scaling_data's 8 x 8 waves (4 -> 2 frames) whose every training step draws from the
+# loop's generator, so a resumed run must continue it: ConvLSTM's teacher-forcing probability falls
+# 0.1 per step; PredRNN.V2's reverse schedule moves between steps 2 and 8 (input and future frames);
+# PhyDNet flips one teacher-forcing coin per batch with a probability falling 0.1 per step.
 RUN = dict(model="convlstm", rnn_hidden=4, rnn_layers=2, filter_size=3, patch_size=2, batch_size=16,
            epochs=3, patience=5, sampling_changing_rate=0.1, sampling_stop_iter=1000, noise=0.1)
+RUNS = {
+    "convlstm": RUN,
+    "predrnnv2": dict(RUN, model="predrnnv2", r_sampling_step_1=2, r_sampling_step_2=8, r_exp_alpha=2.0),
+    "phydnet": dict(RUN, model="phydnet", phydnet_latent=32, phydnet_lstm_hidden="8,32"),
+}
 KILL_AT_SAVE = 7  # 4 steps an epoch, a checkpoint after every step: dies saving epoch 1 step 3
 
 KILLER = """
@@ -79,9 +86,9 @@ main()
 """
 
 
-def _flags() -> list[str]:
+def _flags(run: dict) -> list[str]:
     args = []
-    for key, value in RUN.items():
+    for key, value in run.items():
         args += [f"--{key.replace('_', '-')}", str(value)]
     return args
 
@@ -91,19 +98,29 @@ def _log(run_dir: Path) -> list[dict]:
         return [{k: r[k] for k in ("epoch", "train_loss", "val_loss", "best")} for r in csv.DictReader(f)]
 
 
-@pytest.fixture(scope="module")
-def reference(tiny_root, tmp_path_factory) -> dict:
-    results = tmp_path_factory.mktemp("reference")
-    metrics = run_experiment(resolve(cli=RUN), results_dir=results, data_dir=tiny_root, run_id="ref",
+def _board_row(results: Path) -> dict:
+    """The run's leaderboard row without what names or times it."""
+    with open(results / "leaderboard.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 1
+    return {k: v for k, v in rows[0].items() if k not in ("run_id", "train_seconds", "finished")}
+
+
+@pytest.fixture(scope="module", params=sorted(RUNS))
+def reference(request, tiny_root, tmp_path_factory) -> dict:
+    run = RUNS[request.param]
+    results = tmp_path_factory.mktemp(f"reference-{request.param}")
+    metrics = run_experiment(resolve(cli=run), results_dir=results, data_dir=tiny_root, run_id="ref",
                              options=TrainOptions(checkpoint_every=1))
-    return {"metrics": metrics, "log": _log(results / "ref")}
+    return {"run": run, "metrics": metrics, "log": _log(results / "ref"), "board": _board_row(results)}
 
 
-def test_killed_convlstm_run_resumes_exactly(reference, tiny_root, tmp_path, monkeypatch, capsys):
+def test_killed_recurrent_run_resumes_exactly(reference, tiny_root, tmp_path, monkeypatch, capsys):
     env = dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads()))
-    proc = subprocess.run([sys.executable, "-c", KILLER.replace("{kill_at}", str(KILL_AT_SAVE)), *_flags(),
-                           "--checkpoint-every", "1", "--name", "run", "--quiet", "--results-dir", str(tmp_path),
-                           "--data-dir", str(tiny_root)], env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, "-c", KILLER.replace("{kill_at}", str(KILL_AT_SAVE)),
+                           *_flags(reference["run"]), "--checkpoint-every", "1", "--name", "run", "--quiet",
+                           "--results-dir", str(tmp_path), "--data-dir", str(tiny_root)],
+                          env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     run_dir = tmp_path / "run"
     ckpt = read_checkpoint(run_dir / CHECKPOINT)
@@ -116,6 +133,7 @@ def test_killed_convlstm_run_resumes_exactly(reference, tiny_root, tmp_path, mon
     assert metrics["test"] == ref["test"]  # bit-identical
     assert (metrics["best_val_loss"], metrics["best_epoch"]) == (ref["best_val_loss"], ref["best_epoch"])
     assert _log(run_dir) == reference["log"]
+    assert _board_row(tmp_path) == reference["board"]
 
 
 def test_checkpoint_without_sampling_state_still_resumes(tiny_root, tmp_path):

@@ -267,9 +267,13 @@ def build(cfg, shape) -> PhyDNet:
     if cfg.phydnet_latent < 32 or cfg.phydnet_latent % 32:
         raise UserError(f"phydnet-latent must be a multiple of 32 (its group norms: 16 groups of half of it), "
                         f"got {cfg.phydnet_latent}")
+    lstm_hidden = parse_sizes(cfg.phydnet_lstm_hidden, "phydnet-lstm-hidden")
+    if lstm_hidden[-1] != cfg.phydnet_latent:  # its output is added to PhyCell's, in the encoding's width
+        raise UserError(f"phydnet-lstm-hidden's last width must equal phydnet-latent {cfg.phydnet_latent} (the "
+                        f"two branches are summed), got {cfg.phydnet_lstm_hidden}")
     return PhyDNet(in_len=shape.in_len, out_len=shape.out_len, channels=shape.channels, patch_size=cfg.patch_size,
                    sampling=sampling_of(cfg, "scheduled"), latent=cfg.phydnet_latent,
-                   lstm_hidden=parse_sizes(cfg.phydnet_lstm_hidden, "phydnet-lstm-hidden"), quantizer=cfg.quantizer,
+                   lstm_hidden=lstm_hidden, quantizer=cfg.quantizer,
                    quantizer_kwargs=quantizer_kwargs(cfg))
 
 
