@@ -3,7 +3,10 @@
 re-implementation of the reference loop (OpenSTL's) around the same model cells.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/recurrent_step.py [--models convlstm,predrnn] \
-        [--repeats 3] [--batch-size 4] [--threads 1]
+        [--repeats 2] [--batch-size 4] [--threads 1]
+
+Paper-size steps are slow on a CPU (ConvLSTM about 31 s of CPU per step at batch 4 on one thread;
+PredRNN about twice that): the default (ConvLSTM, PredRNN, PredRNN.V2, 2 repeats) is ~15 CPU-minutes.
 
 svqbench step: `model(x, target=y, step=s, generator=g)` (the loop's call: the teacher-forcing mask is
 drawn from a torch generator in one call and broadcast), forecast MSE + aux, backward, Adam step.
@@ -123,7 +126,7 @@ def bench(name: str, batch: int, repeats: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default=",".join(DEFAULT), help=f"comma-separated, or 'all' ({','.join(ALL)})")
-    ap.add_argument("--repeats", type=int, default=3, help="timed steps per arm after one warm-up")
+    ap.add_argument("--repeats", type=int, default=2, help="timed steps per arm after one warm-up")
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
