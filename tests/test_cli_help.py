@@ -7,7 +7,6 @@ import subprocess
 import sys
 from dataclasses import fields
 
-import pytest
 from typer.testing import CliRunner
 
 from svqbench.cli import app
