@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from svqbench.config import resolve
 from svqbench.data import dataset_spec
 from svqbench.models import build_model
-from svqbench.models.recurrent import Recurrent, reshape_patch, reverse_probs, teacher_forcing_prob
+from svqbench.models.recurrent import Recurrent, reshape_patch, reverse_probs, sampling_mask, teacher_forcing_prob
 
 DATASET = "weatherbench-s-t2m"
 ALL = ("convlstm", "predrnn", "predrnnpp", "predrnnv2", "mim", "e3dlstm", "mau", "phydnet", "prednet", "dmvfn")
@@ -88,6 +88,30 @@ def svqbench_step(model, opt, x: torch.Tensor, y: torch.Tensor, step: int, gen: 
     opt.step()
 
 
+def overhead_ms(model: Recurrent, x: torch.Tensor, y: torch.Tensor, rounds: int = 50) -> tuple[float, float]:
+    """Median milliseconds (process CPU) of the per-step work around the cells alone, (svqbench,
+    reference): the frames' concatenation and patch reshape and the mask (svqbench: `sampling_mask`
+    from a torch generator; reference: `reference_mask` + `torch.FloatTensor(...).to(device)`)."""
+    p, (b, _, c, h, w) = model.patch_size, x.shape
+    grid = (h // p, w // p, p * p * c)
+    gen = torch.Generator().manual_seed(0)
+
+    def ours(step: int) -> None:
+        frames = reshape_patch(torch.cat([x, y], 1), p)
+        sampling_mask(model.sampling, batch=b, in_len=model.in_len, out_len=model.out_len, shape=frames.shape[2:],
+                      step=step, generator=gen, device=x.device)
+
+    def ref(step: int) -> None:
+        torch.FloatTensor(reference_mask(model, step, b, grid)).to(x.device)
+        reshape_patch(torch.cat([x, y], dim=1), p)
+
+    t_ours, t_ref = [], []
+    for step in range(rounds):
+        t_ours.append(timed(ours, step)[0])
+        t_ref.append(timed(ref, step)[0])
+    return 1e3 * statistics.median(t_ours), 1e3 * statistics.median(t_ref)
+
+
 def timed(fn, *args) -> tuple[float, float]:
     """(CPU seconds of this process, wall seconds) of one call. With one thread the CPU time is the
     step's own work, which other jobs on a shared machine barely disturb; wall time is given too."""
@@ -118,9 +142,10 @@ def bench(name: str, batch: int, repeats: int) -> dict:
             if r is not None:
                 t_ref.append(r)
     params = sum(q.numel() for q in ours.parameters())
+    over = overhead_ms(ours, x, y) if has_mask else (None, None)
     med = lambda ts, k: statistics.median(t[k] for t in ts) if ts else None  # noqa: E731
     return dict(model=name, params=params, ours=med(t_ours, 0), ref=med(t_ref, 0),
-                ours_wall=med(t_ours, 1), ref_wall=med(t_ref, 1))
+                ours_wall=med(t_ours, 1), ref_wall=med(t_ref, 1), over_ours=over[0], over_ref=over[1])
 
 
 def main() -> None:
@@ -139,8 +164,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), CPU; {DATASET} paper preset sizes, "
           f"batch {args.batch_size}, median of {args.repeats} interleaved steps per arm (after 1 warm-up)")
-    print("step seconds: process CPU time (the ratio's basis) and, in brackets, wall time")
-    print(f"{'model':10s} {'params':>11s} {'svqbench s':>18s} {'reference s':>18s} {'ratio':>6s} {'(wall)':>7s}")
+    print("step seconds: process CPU time (the ratio's basis) and, in brackets, wall time; overhead ms: the "
+          "per-step work around the cells alone (concatenation, patches, mask), median of 50, svqbench / reference")
+    print(f"{'model':10s} {'params':>11s} {'svqbench s':>18s} {'reference s':>18s} {'ratio':>6s} {'(wall)':>7s} "
+          f"{'overhead ms':>15s}")
     for name in names:
         r = bench(name, args.batch_size, args.repeats)
         ours = f"{r['ours']:8.2f} ({r['ours_wall']:7.2f})"
@@ -149,7 +176,8 @@ def main() -> None:
         else:
             ref = f"{r['ref']:8.2f} ({r['ref_wall']:7.2f})"
             ratio = f"{r['ours'] / r['ref']:6.3f} ({r['ours_wall'] / r['ref_wall']:5.3f})"
-        print(f"{name:10s} {r['params']:11,d} {ours:>18s} {ref} {ratio}", flush=True)
+        over = f"{r['over_ours']:6.2f} / {r['over_ref']:6.2f}" if r["over_ref"] is not None else f"{'-':>15s}"
+        print(f"{name:10s} {r['params']:11,d} {ours:>18s} {ref} {ratio} {over:>15s}", flush=True)
 
 
 if __name__ == "__main__":
