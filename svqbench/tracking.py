@@ -255,6 +255,16 @@ def _check_writable(folder: Path) -> None:
 # Each has `id` (what a resumed run reopens, or None), `where`, scalars(values, step, axis),
 # flush(), results(values, curves), image(tag, path), files(paths) and close(ok).
 
+def _after_existing_event_files(folder: Path) -> None:
+    """TensorBoard reads a run's event files in name order, `events.out.tfevents.<unix second>.<host>.<pid>`:
+    a resumed writer's file must sort after the killed attempt's (else its purge comes first and the
+    old steps after it), which holds once the clock has passed the newest file's second (at most 1 s)."""
+    stamps = [int(p.name.split(".")[3]) for p in folder.glob("events.out.tfevents.*")
+              if len(p.name.split(".")) > 3 and p.name.split(".")[3].isdigit()]
+    if stamps:
+        time.sleep(max(0.0, max(stamps) + 1 - time.time()))
+
+
 class _TensorBoard:
     def __init__(self, run_id: str, run_dir: Path, params: dict, tags: dict, saved: str | None, *,
                  resume: bool = False):
@@ -266,6 +276,8 @@ class _TensorBoard:
 
     def _open(self, purge_step: int | None):
         from torch.utils.tensorboard import SummaryWriter
+        if purge_step is not None:
+            _after_existing_event_files(Path(self.where))
         writer = SummaryWriter(self.where, purge_step=purge_step)
         if purge_step is None:
             writer.add_text("config", "    " + json.dumps(self.params, indent=1).replace("\n", "\n    "))

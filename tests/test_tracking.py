@@ -487,3 +487,15 @@ def test_lead_curves_name_every_per_lead_metric_and_channel():
                                     "test/rmse_per_pixel_by_lead_by_channel/v_10": [2.0, 4.0],
                                     "climatology/acc_latweighted_by_lead": [None, None]}
     assert result_values(metrics) == {"test/mae_per_pixel": 1.0}
+
+
+def test_a_resumed_tensorboard_file_sorts_after_the_killed_attempts(tmp_path):
+    """TensorBoard reads event files in name order (unix second first): a resumed writer opened in the
+    same second as the killed attempt's file would be read before it, its purge first and the old steps
+    after it. The resumed writer waits for the next second."""
+    import time
+    from svqbench.tracking import _after_existing_event_files
+    stamp = int(time.time())
+    (tmp_path / f"events.out.tfevents.{stamp}.host.99999.0").write_bytes(b"")
+    _after_existing_event_files(tmp_path)
+    assert int(time.time()) > stamp
