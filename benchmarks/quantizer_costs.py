@@ -34,7 +34,7 @@ import torch
 
 from svqbench.models.simvp import SimVP
 from svqbench.profile import training_step
-from svqbench.quantizers.baselines import FSQ_CODEBOOK_SIZE, METHODS
+from svqbench.quantizers.methods import FSQ_CODEBOOK_SIZE, METHODS
 
 VARIANTS = ("none", "svq", "svq-dense", "svq-raw", "mlp", *METHODS)
 LISTA_ITERATIONS = 5

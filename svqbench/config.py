@@ -316,7 +316,8 @@ def check_quantizer_fields(cfg: RunConfig, given: set[str] = frozenset()) -> Non
     """A quantizer option is refused for a quantizer that does not read it: a switch turned on, or
     any value given on the command line (`given`). Then the quantizer checks its own values."""
     from svqbench.quantizers import quantizer_fields, quantizer_spec
-    reads = quantizer_spec(cfg.quantizer).reads()
+    spec = quantizer_spec(cfg.quantizer)
+    reads = spec.reads
     for name, readers in quantizer_fields().items():
         if name in reads:
             continue
@@ -326,7 +327,8 @@ def check_quantizer_fields(cfg: RunConfig, given: set[str] = frozenset()) -> Non
             flag = name.replace("_", "-")
             raise UserError(f"--{flag} applies to {' and '.join(readers)} only, not --quantizer {cfg.quantizer}; "
                             f"drop --{flag}")
-    quantizer_spec(cfg.quantizer).check({kw: getattr(cfg, name) for name, kw in reads.items()})
+    if spec.check is not None:
+        spec.check(**spec.options, **{kw: getattr(cfg, name) for name, kw in reads.items()})
 
 
 def _method_codebook_size(merged: dict[str, Any], *, given: bool) -> None:
@@ -347,7 +349,7 @@ def validate(cfg: RunConfig) -> None:
         if getattr(cfg, name) not in allowed:
             raise UserError(f"unknown {name.replace('_', '-')} {getattr(cfg, name)!r}; "
                             f"choose one of: {', '.join(allowed)}")
-    from svqbench.models.simvp import n_s_problem
+    from svqbench.models.layout import n_s_problem
     if n_s_problem(cfg.n_s):  # odd or < 2: the reference would silently build fewer blocks
         raise UserError(n_s_problem(cfg.n_s))
     positive = ("hid_s", "hid_t", "n_s", "epochs", "batch_size", "codebook_size", "svq_hidden")

@@ -311,11 +311,11 @@ def compare_sections(table: pd.DataFrame) -> list[dict[str, Any]]:
                 v = r.get(f"{m}_improvement_pct")
                 return "" if v is None or v != v else f"{v:+.1f}"
 
-            def gain(m):  # none - method, so that positive reads "better" like the improvement %
-                v, lo, hi = (r.get(f"{m}_{k}") for k in ("diff", "ci_low", "ci_high"))
+            def gain(m):  # none - method: positive reads "better", like the improvement %
+                v, lo, hi = (r.get(f"{m}_{k}") for k in ("gain", "gain_ci_low", "gain_ci_high"))
                 if v is None or v != v:
                     return ""
-                return f"{0.0 - v:+.4f}" + (f" [{0.0 - hi:+.4f}, {0.0 - lo:+.4f}]" if lo == lo else "")  # never -0
+                return f"{v:+.4f}" + (f" [{lo:+.4f}, {hi:+.4f}]" if lo == lo else "")
             seeds = r.get("seeds")
             runs = str(r["runs"]) if seeds is None or pd.isna(seeds) or int(seeds) == r["runs"] else \
                 f"{int(seeds)} ({r['runs']} runs)"
@@ -333,8 +333,9 @@ def compare_sections(table: pd.DataFrame) -> list[dict[str, Any]]:
 
 
 def paired_statistics(runs: pd.DataFrame, baseline: pd.DataFrame, metric: str) -> dict[str, Any]:
-    """The method's test `metric` minus the `none` baseline's of the same cell, paired by seed, with a
-    95% interval (t over seeds; one seed: bootstrap over test windows when both runs saved their
+    """The gain of the method over the `none` baseline of the same cell, paired by seed: the baseline's
+    test `metric` minus the method's (positive = lower error = better, the sign of the improvement %),
+    with a 95% interval (t over seeds; one seed: bootstrap over test windows when both runs saved their
     per-window errors) and a verdict: better / worse / within noise."""
     from svqbench.stats import block_length, compare_runs
     windows = {}
@@ -344,8 +345,9 @@ def paired_statistics(runs: pd.DataFrame, baseline: pd.DataFrame, metric: str) -
             windows = dict(method_windows=errors[0][0], baseline_windows=errors[1][0],
                            block=block_length(errors[0][1]))
     c = compare_runs(runs, baseline, metric=f"test_{metric}", **windows)
-    return {f"{metric}_diff": c.mean_diff, f"{metric}_ci_low": c.ci_low, f"{metric}_ci_high": c.ci_high,
-            f"{metric}_verdict": c.verdict, "ci_method": c.method}
+    # 0.0 - x: a gain of exactly zero prints +0.0000, never -0.0000
+    return {f"{metric}_gain": 0.0 - c.mean_diff, f"{metric}_gain_ci_low": 0.0 - c.ci_high,
+            f"{metric}_gain_ci_high": 0.0 - c.ci_low, f"{metric}_verdict": c.verdict, "ci_method": c.method}
 
 
 def window_errors(run_dir: Path, metric: str) -> tuple[Any, int] | None:

@@ -44,7 +44,7 @@ def tiny_config():
     def make(**overrides):
         # TINY's codebook size is for the quantizers that have one; `--codebook-size` with `none` is refused
         from svqbench.quantizers import quantizer_spec
-        reads = quantizer_spec(overrides.get("quantizer", "svq")).reads()
+        reads = quantizer_spec(overrides.get("quantizer", "svq")).reads
         tiny = {k: v for k, v in TINY.items() if k != "codebook_size" or k in reads}
         return resolve(cli={**tiny, **overrides})
     return make

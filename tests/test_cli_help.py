@@ -116,14 +116,19 @@ def test_top_level_summaries_are_one_line_each():
         assert len(row) == 1, row
 
 
-def test_print_config_does_not_import_the_training_stack():
-    """--print-config resolves and prints the config: no training loop, experiment or evaluation."""
-    code = ("import sys; from svqbench.cli import main; sys.argv = ['svqbench', 'run', '--print-config'];\n"
-            "try:\n    main()\nexcept SystemExit:\n    pass\n"
-            "print('LOADED', sorted(m for m in ('svqbench.train', 'svqbench.experiment', 'svqbench.evaluate', "
+def test_print_config_does_not_import_torch_or_the_training_stack():
+    """--print-config resolves, checks and prints the config of SimVP with every quantizer: no torch, no
+    training loop, experiment or evaluation (the quantizer registry declares what each one reads)."""
+    from svqbench.quantizers import quantizer_names
+    code = ("import sys; from svqbench.cli import main\n"
+            "for q in sys.argv[1:]:\n"
+            "    sys.argv = ['svqbench', 'run', '--print-config', '--quantizer', q]\n"
+            "    try:\n        main()\n    except SystemExit as e:\n        assert not e.code, (q, e.code)\n"
+            "print('LOADED', sorted(m for m in ('torch', 'svqbench.train', 'svqbench.experiment', 'svqbench.evaluate', "
             "'pandas') if m in sys.modules), file=sys.stderr)")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert '"config"' in proc.stdout
+    proc = subprocess.run([sys.executable, "-c", code, *quantizer_names()], capture_output=True, text=True, timeout=300)
+    assert proc.stdout.count('"config"') == len(quantizer_names()), proc.stderr
+    assert '"quantizer": "rfsq"' in proc.stdout and '"codebook_size": 600' in proc.stdout
     assert "LOADED []" in proc.stderr, proc.stderr
 
 

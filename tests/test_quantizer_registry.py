@@ -13,7 +13,7 @@ from svqbench.quantizers import _REGISTRY, quantizer_kwargs, quantizer_names, re
 
 @pytest.fixture
 def toy():
-    register_quantizer("toy-round", "plugins.toy_quantizer:RoundToGrid")
+    register_quantizer("toy-round", "plugins.toy_quantizer:RoundToGrid", reads={"codebook_size": "levels"})
     yield "toy-round"
     _REGISTRY.pop("toy-round")
 
@@ -38,7 +38,7 @@ def test_options_it_does_not_read_are_refused(toy):
 def test_baselines_are_bound_by_name():
     """Each baseline name builds its own method, whatever the order of the registry."""
     from svqbench.quantizers import build_quantizer
-    from svqbench.quantizers.baselines import METHODS
+    from svqbench.quantizers.methods import METHODS
     for name in METHODS:
         assert _REGISTRY[name].options == {"method": name}
         assert build_quantizer(name, dim=8, **quantizer_kwargs(resolve(cli={"quantizer": name}))).method == name

@@ -203,10 +203,31 @@ def test_svq_ablation_flags_reach_the_module_and_are_refused_elsewhere():
 def test_every_registered_name_builds():
     assert set(quantizer_names()) == {"none", "svq", "svq-raw", "mlp", *BASELINES}
     for name in quantizer_names():
-        sized = "codebook_size" in quantizer_spec(name).reads()
+        sized = "codebook_size" in quantizer_spec(name).reads
         cfg = resolve(cli={"quantizer": name, **({"codebook_size": 600 if name == "rfsq" else 64} if sized else {})})
         assert build_quantizer(name, dim=8, **quantizer_kwargs(cfg)) is not None
 
+
+
+def test_every_registry_entry_matches_its_class():
+    """The registry declares what each quantizer reads without importing it (`--print-config` needs no
+    torch): each declared keyword is a keyword-only argument of the class, every option the class
+    takes besides `dim` and its fixed options is declared, and a declared own K is the class's default."""
+    import inspect
+    from svqbench.config import RunConfig
+    for name in quantizer_names():
+        spec = quantizer_spec(name)
+        params = inspect.signature(spec.constructor()).parameters
+        assert all(p.kind is p.KEYWORD_ONLY for p in params.values()), name
+        assert set(spec.reads) <= set(RunConfig.__dataclass_fields__), name
+        declared = set(spec.reads.values()) | set(spec.options) | {"dim"}
+        assert declared <= set(params), (name, declared - set(params))
+        # options the class has that no config field reaches keep their defaults (e.g. LISTA's iterations)
+        undeclared = {k for k in params if k not in declared}
+        assert all(params[k].default is not inspect.Parameter.empty for k in undeclared), name
+        k = spec.reads.get("codebook_size")
+        if spec.codebook_size is not None and params[k].default is not None:
+            assert params[k].default == spec.codebook_size, name
 
 # --- end to end: every quantizer trains on the embedded dataset and reaches compare -----------------
 

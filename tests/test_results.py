@@ -30,13 +30,15 @@ def issue_board() -> pd.DataFrame:
 def test_three_seed_embedded_runs_are_within_noise():
     table = compare_table(issue_board()).set_index("method")
     diffs = np.subtract(ISSUE["svq"], ISSUE["none"])
-    assert table.loc["svq", "mae_diff"] == pytest.approx(diffs.mean())
+    # the gain is none - method: positive = lower error, the sign of the improvement %
+    assert table.loc["svq", "mae_gain"] == pytest.approx(-diffs.mean())
     half = 4.302653 * diffs.std(ddof=1) / np.sqrt(3)  # t(0.975, 2 df)
-    assert (table.loc["svq", "mae_ci_low"], table.loc["svq", "mae_ci_high"]) == pytest.approx(
-        (diffs.mean() - half, diffs.mean() + half))
+    assert (table.loc["svq", "mae_gain_ci_low"], table.loc["svq", "mae_gain_ci_high"]) == pytest.approx(
+        (-diffs.mean() - half, -diffs.mean() + half))
+    assert np.sign(table.loc["svq", "mae_gain"]) == np.sign(table.loc["svq", "mae_improvement_pct"]) == 1
     assert table.loc["svq", "mae_verdict"] == table.loc["mlp", "mae_verdict"] == "within noise"
     assert table.loc["svq", "ci_method"] == "paired t over 3 seeds"
-    assert np.isnan(table.loc["none"].get("mae_diff", np.nan)) and table.attrs["warnings"] == []
+    assert np.isnan(table.loc["none"].get("mae_gain", np.nan)) and table.attrs["warnings"] == []
 
 
 def test_a_consistent_improvement_is_better_and_a_loss_is_worse():
@@ -44,8 +46,9 @@ def test_a_consistent_improvement_is_better_and_a_loss_is_worse():
     rows += [dict(quantizer="svq", seed=s, test_mae=0.55 + 0.01 * s + 0.001 * (s % 2)) for s in range(4)]
     rows += [dict(quantizer="vq", seed=s, test_mae=0.70 + 0.01 * s - 0.002 * (s % 2)) for s in range(4)]
     table = compare_table(board(rows)).set_index("method")
-    assert table.loc["svq", "mae_verdict"] == "better" and table.loc["svq", "mae_ci_high"] < 0
-    assert table.loc["vq", "mae_verdict"] == "worse" and table.loc["vq", "mae_ci_low"] > 0
+    assert table.loc["svq", "mae_verdict"] == "better" and table.loc["svq", "mae_gain_ci_low"] > 0
+    assert table.loc["vq", "mae_verdict"] == "worse" and table.loc["vq", "mae_gain_ci_high"] < 0
+    assert table.loc["vq", "mae_gain"] < 0 and table.loc["vq", "mae_improvement_pct"] < 0
     # paired: the seed-to-seed spread (0.03) is far larger than the paired spread, yet the verdict is sure
     assert table.loc["svq", "mae_std"] > 0.01
 
@@ -73,7 +76,7 @@ def test_one_seed_uses_a_bootstrap_over_saved_window_errors(tmp_path):
     table = compare_table(board(rows)).set_index("method")
     assert table.loc["svq", "ci_method"] == "bootstrap over test windows (1 seed)"
     assert table.loc["svq", "mae_verdict"] == "better"
-    assert table.loc["svq", "mae_ci_low"] < -0.05 < table.loc["svq", "mae_ci_high"]
+    assert table.loc["svq", "mae_gain_ci_low"] < 0.05 < table.loc["svq", "mae_gain_ci_high"]
 
 
 def test_runs_on_different_prepared_data_are_never_compared():
@@ -96,7 +99,9 @@ def test_compare_cli_prints_the_interval_verdict_and_units(tmp_path):
     assert "within noise" in out.stdout and "MAE (K)" in out.stdout and "MSE (K²)" in out.stdout
     assert "paired t over 3 seeds" in out.stdout
     saved = read_leaderboard(tmp_path / "t.csv").set_index("method")
-    assert saved.loc["svq", "mae_verdict"] == "within noise" and saved.loc["svq", "mae_ci_low"] < 0
+    assert saved.loc["svq", "mae_verdict"] == "within noise"
+    assert saved.loc["svq", "mae_gain_ci_low"] < 0 < saved.loc["svq", "mae_gain_ci_high"]
+    assert saved.loc["svq", "mae_gain"] > 0 and saved.loc["svq", "mae_improvement_pct"] > 0  # one sign
 
 
 def test_one_unit_is_shown_and_dimensionless_or_mixed_units_are_not():

@@ -1,12 +1,13 @@
 """Quantizer registry. Every quantizer maps z (N, C, H, W) -> QuantOut(z_q, aux_loss, stats).
 
-A quantizer is a class (or factory) with keyword-only arguments `dim` plus its options, and a
-class attribute `config_fields` that maps the RunConfig fields it reads to its keyword arguments
-(e.g. {"codebook_size": "codebook_size", "svq_hidden": "hidden"}). The config knows no quantizer
-by name: `quantizer_kwargs(cfg)` reads a quantizer's fields for it, and a field a quantizer does not
-read is refused when switched on for it. An optional `own_codebook_size(**options)` gives the
-method's own K (Table 11) where the dataset preset's K (SVQ's) does not apply, and an optional
-`check_options(**options)` refuses bad values before a run folder exists.
+A quantizer is a class (or factory) with keyword-only arguments `dim` plus its options. Its entry
+here says, without importing it (so that `svqbench run --print-config` needs no torch): `reads`,
+the RunConfig fields it takes and the keyword argument each becomes (e.g. {"svq_hidden": "hidden"});
+`codebook_size`, the method's own K (Table 11) where the dataset preset's K (SVQ's) does not apply;
+and `check`, which refuses bad option values before a run folder exists. The config knows no
+quantizer by name: `quantizer_kwargs(cfg)` reads a quantizer's fields for it, and a field a quantizer
+does not read is refused when switched on for it. tests/test_quantizers.py checks every entry
+against its class's signature.
 
 Adding a quantizer = one file + one `register_quantizer` line (or an entry in `_REGISTRY`) + a test.
 Modules are imported on first use, so `svqbench --help` stays fast.
@@ -18,12 +19,16 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from svqbench.errors import UserError
+from svqbench.quantizers.methods import check_codebook_size, default_codebook_size
 
 
 @dataclass(frozen=True)
 class QuantizerSpec:
     target: str | Callable[..., Any]      # "module:attribute" (imported lazily) or the constructor itself
     options: dict[str, Any] = field(default_factory=dict)  # fixed keyword arguments, e.g. a baseline's method
+    reads: dict[str, str] = field(default_factory=dict)    # RunConfig field -> keyword argument
+    codebook_size: int | None = None      # the method's own K; None: the dataset preset's (SVQ's K)
+    check: Callable[..., None] | None = None  # check(**options, **read values), raises UserError
 
     def constructor(self) -> Callable[..., Any]:
         if callable(self.target):
@@ -31,30 +36,23 @@ class QuantizerSpec:
         module, attr = self.target.split(":")
         return getattr(importlib.import_module(module), attr)
 
-    def reads(self) -> dict[str, str]:
-        """RunConfig field -> keyword argument, for the fields this quantizer reads."""
-        return dict(getattr(self.constructor(), "config_fields", {}))
-
-    def check(self, kwargs: dict[str, Any]) -> None:
-        """The quantizer's own check of its options (before anything is built), if it has one."""
-        check = getattr(self.constructor(), "check_options", None)
-        if check is not None:
-            check(**self.options, **kwargs)
-
-    def own_codebook_size(self) -> int | None:
-        own = getattr(self.constructor(), "own_codebook_size", None)
-        return None if own is None else own(**self.options)
-
 
 def _baseline(method: str) -> QuantizerSpec:
-    return QuantizerSpec("svqbench.quantizers.baselines:LibraryQuantizer", {"method": method})
+    return QuantizerSpec("svqbench.quantizers.baselines:LibraryQuantizer", {"method": method},
+                         reads={"codebook_size": "codebook_size"}, codebook_size=default_codebook_size(method),
+                         check=check_codebook_size)
 
 
+_CODEBOOK = {"codebook_size": "codebook_size", "codebook_init": "init", "frozen_codebook": "frozen"}
 _REGISTRY: dict[str, QuantizerSpec] = {
     "none": QuantizerSpec("svqbench.quantizers.base:NoQuantizer"),
-    "svq": QuantizerSpec("svqbench.quantizers.svq:SVQ"),
-    "svq-raw": QuantizerSpec("svqbench.quantizers.lista:LISTA"),
-    "mlp": QuantizerSpec("svqbench.quantizers.mlp:MLPBottleneck"),
+    "svq": QuantizerSpec("svqbench.quantizers.svq:SVQ", reads={
+        **_CODEBOOK, "svq_hidden": "hidden", "svq_impl": "impl", "svq_one_layer": "one_layer",
+        "svq_post_relu": "post_relu", "svq_frozen_projection": "frozen_projection", "svq_hidden_cap": "cap_hidden",
+        "svq_hid_relu": "hid_relu"}),
+    # K^2 = 10^8 parameters at SVQ's K = 10000 would not fit a useful budget: LISTA's own K is 1024
+    "svq-raw": QuantizerSpec("svqbench.quantizers.lista:LISTA", reads=_CODEBOOK, codebook_size=1024),
+    "mlp": QuantizerSpec("svqbench.quantizers.mlp:MLPBottleneck", reads={"svq_hidden": "hidden"}),
     # the paper's hard-VQ baselines (vector-quantize-pytorch), bound to their names
     "vq": _baseline("vq"),
     "rvq": _baseline("rvq"),
@@ -67,9 +65,11 @@ _REGISTRY: dict[str, QuantizerSpec] = {
 }
 
 
-def register_quantizer(name: str, target: str | Callable[..., Any], **options: Any) -> None:
-    """Make `--quantizer NAME` build `target(dim=..., **options, **its config fields)`."""
-    _REGISTRY[name] = QuantizerSpec(target, dict(options))
+def register_quantizer(name: str, target: str | Callable[..., Any], *, reads: dict[str, str] | None = None,
+                       codebook_size: int | None = None, check: Callable[..., None] | None = None,
+                       **options: Any) -> None:
+    """Make `--quantizer NAME` build `target(dim=..., **options, **the config fields it reads)`."""
+    _REGISTRY[name] = QuantizerSpec(target, dict(options), dict(reads or {}), codebook_size, check)
 
 
 def quantizer_names() -> list[str]:
@@ -84,20 +84,20 @@ def quantizer_spec(name: str) -> QuantizerSpec:
 
 def quantizer_kwargs(cfg) -> dict[str, Any]:
     """The keyword arguments the configured quantizer takes from `cfg`."""
-    return {kw: getattr(cfg, name) for name, kw in quantizer_spec(cfg.quantizer).reads().items()}
+    return {kw: getattr(cfg, name) for name, kw in quantizer_spec(cfg.quantizer).reads.items()}
 
 
 def default_codebook_size(name: str) -> int | None:
     """The method's own K when neither a recipe nor the command line gives one (Table 11 for the
     baselines), or None where the dataset preset's `codebook_size` (SVQ's K) applies."""
-    return quantizer_spec(name).own_codebook_size()
+    return quantizer_spec(name).codebook_size
 
 
 def quantizer_fields() -> dict[str, list[str]]:
     """Every RunConfig field some quantizer reads -> the quantizers that read it."""
     readers: dict[str, list[str]] = {}
     for name in quantizer_names():
-        for f in _REGISTRY[name].reads():
+        for f in _REGISTRY[name].reads:
             readers.setdefault(f, []).append(name)
     return readers
 

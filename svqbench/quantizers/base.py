@@ -16,8 +16,6 @@ class QuantOut(NamedTuple):
 class NoQuantizer(nn.Module):
     """`--quantizer none`: the latent passes through unchanged."""
 
-    config_fields: dict[str, str] = {}
-
     def __init__(self, *, dim: int):
         super().__init__()
 

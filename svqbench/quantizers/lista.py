@@ -28,9 +28,6 @@ def soft_threshold(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
 
 
 class LISTA(nn.Module):
-    config_fields = {"codebook_size": "codebook_size", "codebook_init": "init", "frozen_codebook": "frozen"}
-    own_codebook_size = staticmethod(lambda: DEFAULT_CODEBOOK_SIZE)
-
     def __init__(self, *, dim: int, codebook_size: int = DEFAULT_CODEBOOK_SIZE, iterations: int = 5,
                  sparsity: float = 0.1, init: str = "kaiming_uniform", frozen: bool = False):
         super().__init__()

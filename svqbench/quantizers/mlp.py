@@ -14,8 +14,6 @@ from svqbench.quantizers.base import QuantOut
 
 
 class MLPBottleneck(nn.Module):
-    config_fields = {"svq_hidden": "hidden"}
-
     def __init__(self, *, dim: int, hidden: int = 128):
         super().__init__()
         if hidden < 1:

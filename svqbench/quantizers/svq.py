@@ -41,11 +41,6 @@ def init_codebook(weight: torch.Tensor, method: str) -> None:
 
 
 class SVQ(nn.Module):
-    config_fields = {"codebook_size": "codebook_size", "svq_hidden": "hidden", "codebook_init": "init",
-                     "frozen_codebook": "frozen", "svq_impl": "impl", "svq_one_layer": "one_layer",
-                     "svq_post_relu": "post_relu", "svq_frozen_projection": "frozen_projection",
-                     "svq_hidden_cap": "cap_hidden", "svq_hid_relu": "hid_relu"}
-
     def __init__(self, *, dim: int, codebook_size: int = 10000, hidden: int = 128, frozen: bool = False,
                  init: str = "kaiming_uniform", impl: str = "factorized", one_layer: bool = False,
                  post_relu: bool = False, frozen_projection: bool = False, cap_hidden: bool = False,

@@ -9,9 +9,7 @@ from svqbench.quantizers.base import QuantOut
 
 class RoundToGrid(nn.Module):
     """Rounds each latent value to a grid of step 1/levels (straight-through gradient); reads
-    `codebook_size` as its number of levels per unit."""
-
-    config_fields = {"codebook_size": "levels"}
+    `codebook_size` as its number of levels per unit (registered with reads={"codebook_size": "levels"})."""
 
     def __init__(self, *, dim: int, levels: int):
         super().__init__()
