@@ -535,7 +535,10 @@ def compare(directory: Path = typer.Argument(Path("results"), help="results fold
             data_dir: Optional[Path] = DATA,
             scorecard: bool = typer.Option(False, "--scorecard", help="also print per-lead-time scorecards of the "
                                            "weather runs: each run's scores, then WeatherBench 2 style cards (rows "
-                                           "methods, % better than none, * = significant); --plots draws them")):
+                                           "methods, % better than none, * = significant); --plots draws them"),
+            baseline: Optional[str] = typer.Option(None, "--baseline", help="pair every method with this one instead "
+                                                   "of its own model's none run, e.g. 'none' (SimVP) or 'convlstm "
+                                                   "none': models side by side")):
     """Leaderboard grouped by dataset and backbone: mean +- std over seeds, improvement % over the `none`
     run of the same cell, and the published value and gap where a paper-scale run matches one."""
     from rich.table import Table
@@ -543,7 +546,7 @@ def compare(directory: Path = typer.Argument(Path("results"), help="results fold
     from svqbench.results import compare_sections, compare_table, load_leaderboards, load_paper
     board = load_leaderboards(directory, warn=_warn)
     published = load_paper(paper)
-    table_df = compare_table(board, published)
+    table_df = compare_table(board, published, baseline=baseline)
     for section in compare_sections(table_df):
         table = Table(*section["headers"], title=section["title"])
         for row in section["rows"]:

@@ -215,9 +215,12 @@ METRICS = ("mse", "mae")
 GROUP = ["dataset", "scale", "backbone"]
 
 
-def compare_table(board: pd.DataFrame, paper: pd.DataFrame | None = None) -> pd.DataFrame:
+def compare_table(board: pd.DataFrame, paper: pd.DataFrame | None = None, *, baseline: str | None = None
+                  ) -> pd.DataFrame:
     """One row per (dataset, scale, backbone, method): mean and std over seeds of test MSE/MAE, and
-    the improvement % over the `none` run of the same cell (positive = lower error). A method is the
+    the improvement % over the `none` run of the same cell (positive = lower error), paired by seed;
+    with `baseline` (a method as the table names it, e.g. "none" for SimVP or "convlstm none") every
+    method of a group is compared with that method's runs instead, across models. A method is the
     quantizer plus the settings that vary inside the group (split_methods). With `paper`
     (load_paper), paper-scale rows get the matching published value and the gap to it.
     The persistence and climatology forecasts of the same test split appear as methods too.
@@ -227,21 +230,37 @@ def compare_table(board: pd.DataFrame, paper: pd.DataFrame | None = None) -> pd.
     if missing:
         raise UserError(f"leaderboard lacks column(s) {', '.join(missing)}; was it written by svqbench?")
     from svqbench.stats import per_seed, seed_warning
+    if baseline in REFERENCE_ROWS:
+        raise UserError(f"--baseline {baseline} is a reference forecast, not a trained method (it has no seeds to "
+                        f"pair with); the table already shows every method beside it")
     rows, warnings = [], []
     keys_of = list(GROUP)
     if "data_digest" in board.columns:  # runs on different prepared data are never compared
         board = board.assign(data_digest=board["data_digest"].fillna("").astype(str))
         keys_of.append("data_digest")
+    found = False
     for keys, group in board.groupby(keys_of, sort=True):
         methods = split_methods(group)
+        if baseline is not None and baseline not in methods:
+            warnings.append(f"{'/'.join(map(str, keys))}: no method {baseline!r} to compare with (methods: "
+                            f"{', '.join(m for m in methods)}); no gains for this group")
+        found = found or (baseline in methods)
         for ref in REFERENCE_ROWS:
             if f"{ref}_mse" in group.columns:
                 # every run of the group scored the same reference forecast on the same split: one row
                 methods[ref] = pd.DataFrame({f"test_{m}": group[f"{ref}_{m}"].iloc[:1] for m in METRICS})
         for method, g in methods.items():
             reference = method in REFERENCE_ROWS
-            base = same_cell_baseline(g, methods) if not reference else None
+            if reference or method == baseline:
+                base = None
+            elif baseline is not None:
+                base = methods.get(baseline)
+            else:
+                base = same_cell_baseline(g, methods)
             row = dict(zip(keys_of, keys), method=method, runs=len(g))
+            if base is not None:
+                row["baseline"] = baseline or ("none" if model_of(g).iloc[0] in ("simvp", EXTERNAL_MODEL)
+                                               else f"{model_of(g).iloc[0]} none")
             if not reference:
                 row["model"] = model_of(g).iloc[0]
             if "units" in group.columns and group["units"].notna().any():
@@ -268,6 +287,9 @@ def compare_table(board: pd.DataFrame, paper: pd.DataFrame | None = None) -> pd.
             if paper is not None and method not in REFERENCE_ROWS:
                 row.update(published_values(g.iloc[0], paper))
             rows.append(row)
+    if baseline is not None and not found:
+        raise UserError(f"--baseline {baseline!r} is no method of any compared group; methods: "
+                        f"{', '.join(sorted({r['method'] for r in rows}))}")
     table = add_gaps(pd.DataFrame(rows))
     if "seeds" in table.columns:  # a count (empty for the reference forecasts), never 3.0
         table["seeds"] = table["seeds"].astype("Int64")
@@ -295,8 +317,10 @@ def compare_sections(table: pd.DataFrame) -> list[dict[str, Any]]:
         paired = "mae_verdict" in group.columns and group["mae_verdict"].notna().any()
         how = sorted(set(group["ci_method"].dropna())) if "ci_method" in group.columns else []
         models = "model" in group.columns and group["model"].dropna().ne("simvp").any()  # recurrent rows present
+        bases = sorted(set(group["baseline"].dropna())) if "baseline" in group.columns else []
+        against = bases[0] if len(bases) == 1 else "own none" if bases else "none"  # several: each model its own
         headers = ["method", *(["model"] if models else []), "seeds", f"MSE{mse_unit}", f"MAE{mae_unit}",
-                   *([f"MAE gain vs none{mae_unit} [95% CI]", "verdict"] if paired else []),
+                   *([f"MAE gain vs {against}{mae_unit} [95% CI]", "verdict"] if paired else []),
                    "MSE improv. %", "MAE improv. %", *(COMPARE_USAGE[c] for c in usage)]
         title = (f"{keys[0]}{' data ' + keys[3] if len(keys) > 3 and keys[3] else ''} ({keys[1]} scale), backbone "
                  f"{keys[2]} — test split, per-pixel, {'in ' + unit if unit else 'physical units'}, mean ± std over "
@@ -326,7 +350,8 @@ def compare_sections(table: pd.DataFrame) -> list[dict[str, Any]]:
                          *([gain("mae"), verdict if isinstance(verdict, str) else ""] if paired else []),
                          pct("mse"), pct("mae"),
                          *("" if r[c] != r[c] else r[c] if isinstance(r[c], str) else f"{r[c]:.4g}" for c in usage)])
-        note = ("gain and improvement % over the `none` run of the same cell: positive = lower error (better)"
+        over = f"the `{bases[0]}` runs" if len(bases) == 1 else "each model's own `none` runs"
+        note = (f"gain and improvement % over {over} of the same cell: positive = lower error (better)"
                 + (f"; paired by seed: {'; '.join(how)}" if how else ""))
         out.append({"title": title, "headers": headers, "rows": rows, "note": note})
     return out

@@ -101,6 +101,36 @@ def test_compare_has_a_model_column_and_pairs_within_the_model():
     assert table.loc["convlstm svq", "mae_improvement_pct"] == pytest.approx(100 * (2.1 - 1.05) / 2.1)
 
 
+def test_compare_with_a_baseline_pairs_models_with_each_other(tmp_path):
+    """--baseline: every method of the cell is paired by seed with the named method, across models."""
+    from svqbench.errors import UserError
+    from svqbench.results import compare_sections, compare_table
+    simvp, conv = (1.00, 1.10, 1.05), (1.20, 1.31, 1.24)
+    board = pd.DataFrame([_row(f"s{i}", "simvp", "none", i, v) for i, v in enumerate(simvp)]
+                         + [_row(f"c{i}", "convlstm", "none", i, v) for i, v in enumerate(conv)]
+                         + [_row(f"q{i}", "convlstm", "svq", i, v + 0.5) for i, v in enumerate(conv)])
+    table = compare_table(board, baseline="none").set_index("method")
+    gains = np.subtract(simvp, conv)  # none - method, by seed
+    assert table.loc["convlstm none", "mae_gain"] == pytest.approx(gains.mean())
+    assert table.loc["convlstm none", "mae_verdict"] == "worse" and table.loc["convlstm none", "baseline"] == "none"
+    assert table.loc["convlstm svq", "mae_gain"] == pytest.approx(gains.mean() - 0.5)
+    assert np.isnan(table.loc["none"].get("mae_gain", np.nan))
+    (section,) = compare_sections(table.reset_index())
+    assert "MAE gain vs none [95% CI]" in section["headers"] and "over the `none` runs of the same cell" in section["note"]
+    # the default pairs each model with its own none: ConvLSTM's svq against ConvLSTM's none, exactly 0.5 worse
+    default = compare_table(board).set_index("method")
+    assert default.loc["convlstm svq", "mae_gain"] == pytest.approx(-0.5)
+    assert default.loc["convlstm svq", "baseline"] == "convlstm none"
+    (section,) = compare_sections(default.reset_index())
+    assert "MAE gain vs convlstm none [95% CI]" in section["headers"]
+    by_convlstm = compare_table(board, baseline="convlstm none").set_index("method")
+    assert by_convlstm.loc["none", "mae_gain"] == pytest.approx(-gains.mean())
+    with pytest.raises(UserError, match="--baseline 'mim none' is no method of any compared group; methods: "):
+        compare_table(board, baseline="mim none")
+    with pytest.raises(UserError, match="persistence is a reference forecast"):
+        compare_table(board.assign(persistence_mse=2.0, persistence_mae=1.5), baseline="persistence")
+
+
 def test_old_leaderboards_without_a_model_column_are_simvp():
     from svqbench.results import compare_table
     board = pd.DataFrame([_row("a", None, "none", 1, 1.0), _row("b", None, "svq", 1, 0.9)]).drop(columns="model")

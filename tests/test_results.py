@@ -219,4 +219,4 @@ def test_compare_sections_name_each_column_once_in_every_table():
     assert paper["headers"][-5:] == ["paper MSE", "MSE gap %", "paper MAE", "MAE gap %", "published cell"]
     svq = dict(zip(paper["headers"], paper["rows"][1]))
     assert svq["MSE (K²)"] == "1.3300 ± 0.0100" and svq["MSE improv. %"] == "+7.0" and svq["paper MSE"] == "1.018"
-    assert paper["note"].startswith("gain and improvement % over the `none` run")
+    assert paper["note"].startswith("gain and improvement % over the `none` runs of the same cell")
