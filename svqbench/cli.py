@@ -271,7 +271,8 @@ def _sigterm_as_interrupt():
 
 
 def run(**values):
-    """Train SimVP with a quantizer, evaluate on the test split once, add a leaderboard row.
+    """Train a model (SimVP with a translator, or a recurrent model; with a quantizer), evaluate on the
+    test split once, add a leaderboard row.
 
     Every config value has a flag; precedence: defaults < dataset preset < --recipe cell < --config
     (a recorded run) < flags.

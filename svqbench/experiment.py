@@ -27,7 +27,7 @@ from svqbench.errors import RunFailed, UserError
 from svqbench.evaluate import PER_WINDOW, check_evaluation, check_finite, evaluate_model, evaluate_references
 from svqbench.data import dataset_names, dataset_spec
 from svqbench.models import build_model, check_model_size
-from svqbench.quantizers.analysis import LEADERBOARD_KEYS, usage_on_split
+from svqbench.quantizers.analysis import LEADERBOARD_KEYS, usage_kind, usage_on_split
 from svqbench.results import append_row, create_run_dir, in_leaderboard
 from svqbench.runs import environment_record, open_run
 from svqbench.tracking import tracker_of
@@ -125,8 +125,10 @@ def _run(cfg: RunConfig, *, results_dir: Path, data_dir, run_id, device: str, re
     if not dist.is_main:
         return {}
     refs = evaluate_references(ds, split="test", cfg=cfg)
-    with (reporter or Reporter()).phase("codebook usage") as progress:
-        usage = usage_on_split(model, ds, cfg, split="test", device=dev, progress=progress)  # {} without a codebook
+    usage = {}  # none, mlp, DMVFN: no codebook, no usage phase
+    if usage_kind(getattr(model, "quantizer", None)) is not None:
+        with (reporter or Reporter()).phase("codebook usage") as progress:
+            usage = usage_on_split(model, ds, cfg, split="test", device=dev, progress=progress)
     train_aux = next((r.get("aux_loss") for r in result.log if r["epoch"] == result.best_epoch), None)
     metrics = {"run_id": run_id, "status": "finished", "split": "test", "checkpoint": "best.pt",
                "best_epoch": result.best_epoch,

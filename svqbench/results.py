@@ -322,8 +322,8 @@ def compare_sections(table: pd.DataFrame) -> list[dict[str, Any]]:
         headers = ["method", *(["model"] if models else []), "seeds", f"MSE{mse_unit}", f"MAE{mae_unit}",
                    *([f"MAE gain vs {against}{mae_unit} [95% CI]", "verdict"] if paired else []),
                    "MSE improv. %", "MAE improv. %", *(COMPARE_USAGE[c] for c in usage)]
-        title = (f"{keys[0]}{' data ' + keys[3] if len(keys) > 3 and keys[3] else ''} ({keys[1]} scale), backbone "
-                 f"{keys[2]} — test split, per-pixel, {'in ' + unit if unit else 'physical units'}, mean ± std over "
+        title = (f"{keys[0]}{' data ' + keys[3] if len(keys) > 3 and keys[3] else ''} ({keys[1]} scale), "
+                 f"{'SimVP ' if models else ''}backbone {keys[2]} — test split, per-pixel, {'in ' + unit if unit else 'physical units'}, mean ± std over "
                  f"seeds")
         rows = []
         for _, r in group.iterrows():

@@ -149,3 +149,10 @@ def test_piped_run_prints_plain_lines(embedded_root, tmp_path):
     assert any(re.fullmatch(r"codebook usage: [\d.]+ s", line) for line in lines), lines
     result = [line for line in lines if line.startswith("piped test MSE")]
     assert len(result) == 1 and re.search(r"MAE [\d.]+ K", result[0]) and result[0].endswith(str(tmp_path / "piped"))
+    # without a codebook there is no usage pass, hence no phase line for it
+    proc = subprocess.run([sys.executable, "-m", "svqbench", "run", "--hid-s", "4", "--hid-t", "8", "--n-t", "2",
+                           "--n-s", "4", "--epochs", "1", "--warmup-epochs", "0", "--batch-size", "64",
+                           "--quantizer", "none", "--results-dir", str(tmp_path), "--name", "plain"],
+                          capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "test scoring:" in proc.stdout and "codebook usage" not in proc.stdout

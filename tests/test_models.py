@@ -117,6 +117,7 @@ def test_compare_with_a_baseline_pairs_models_with_each_other(tmp_path):
     assert np.isnan(table.loc["none"].get("mae_gain", np.nan))
     (section,) = compare_sections(table.reset_index())
     assert "MAE gain vs none [95% CI]" in section["headers"] and "over the `none` runs of the same cell" in section["note"]
+    assert "(quick scale), SimVP backbone gsta — test split" in section["title"]  # the backbone is SimVP's
     # the default pairs each model with its own none: ConvLSTM's svq against ConvLSTM's none, exactly 0.5 worse
     default = compare_table(board).set_index("method")
     assert default.loc["convlstm svq", "mae_gain"] == pytest.approx(-0.5)
