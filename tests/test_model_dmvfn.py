@@ -1,5 +1,6 @@
 """DMVFN (svqbench/models/dmvfn.py): Table 12 sizes, the reference's state-dict names, routing and the
-multi-scale Laplacian loss as its objective, roll-out forecasting, no quantizer slot."""
+multi-scale Laplacian loss as its objective, roll-out forecasting, no quantizer slot (its forecast
+interface: test_models.py)."""
 from __future__ import annotations
 
 import pytest
@@ -10,6 +11,8 @@ from svqbench.errors import UserError
 from svqbench.models import ForecastShape
 from svqbench.models import dmvfn
 
+from test_models import tiny_model
+
 # dataset -> (paper shape, parameters the reference config builds, Table 12's value, its decimals);
 # the table has no DMVFN on Human3.6M or WeatherBench-S
 PAPER = {
@@ -17,16 +20,10 @@ PAPER = {
     "kitticaltech": (ForecastShape(10, 1, 3, 128, 160), 3_559_930, 3.6, 1),
     "taxibj": (ForecastShape(4, 4, 2, 32, 32), 3_541_426, 3.54, 2),
 }
-SHAPE = ForecastShape(3, 2, 1, 9, 14)  # not a multiple of 16: exercises the padding
 
 
 def config(dataset="default", scale="quick", **overrides) -> RunConfig:
     return RunConfig(**{**dmvfn.PRESETS[dataset][scale], **overrides})
-
-
-def small(**overrides):
-    torch.manual_seed(0)
-    return dmvfn.build(config(**overrides), SHAPE)
 
 
 @pytest.mark.parametrize("dataset", sorted(PAPER))
@@ -40,7 +37,7 @@ def test_paper_parameter_count(dataset):
 
 
 def test_state_dict_names_follow_the_reference():
-    names = list(small(dmvfn_num_features="8", dmvfn_scales="1").state_dict())
+    names = list(tiny_model("dmvfn", dmvfn_num_features="8", dmvfn_scales="1").state_dict())
     conv = lambda p: [f"{p}.0.weight", f"{p}.0.bias", f"{p}.1.weight"]  # noqa: E731  Conv2d + PReLU
     expected = (conv("stu.0.conv0.0") + conv("stu.0.conv0.1") + conv("stu.0.convblock.0") + conv("stu.0.convblock.1")
                 + conv("stu.0.convblock.2") + conv("stu.0.conv_sq") + conv("stu.0.conv1.0") + conv("stu.0.convblock1.0")
@@ -65,19 +62,8 @@ def test_laplacian_loss():
     assert [dmvfn.pyramid_levels(*s) for s in ((128, 128), (128, 160), (32, 32), (48, 64))] == [5, 5, 4, 4]
 
 
-def test_eval_forecast_ignores_the_target_and_is_deterministic():
-    model = small().eval()
-    x = torch.rand(2, 3, 1, 9, 14)
-    with torch.no_grad():
-        a, aux = model(x, target=torch.rand(2, 2, 1, 9, 14))
-        b, _ = model(x)
-    assert a.shape == (2, 2, 1, 9, 14)
-    assert torch.equal(a, b)
-    assert float(aux) == 0.0
-
-
 def test_training_uses_true_frames_and_its_own_loss():
-    model = small()
+    model = tiny_model("dmvfn")
     x = torch.rand(2, 3, 1, 9, 14)
     y1, y2 = torch.rand(2, 2, 1, 9, 14), torch.rand(2, 2, 1, 9, 14)
     a, aux = model(x, target=y1, step=0, generator=torch.Generator().manual_seed(3))
@@ -94,7 +80,7 @@ def test_training_uses_true_frames_and_its_own_loss():
 
 
 def test_routing_draws_come_from_the_generator():
-    model = small()
+    model = tiny_model("dmvfn")
     x, y = torch.rand(2, 3, 1, 9, 14), torch.rand(2, 2, 1, 9, 14)
     a, _ = model(x, target=y, step=0, generator=torch.Generator().manual_seed(5))
     b, _ = model(x, target=y, step=0, generator=torch.Generator().manual_seed(5))
@@ -104,12 +90,12 @@ def test_routing_draws_come_from_the_generator():
 @pytest.mark.parametrize("name", ["svq", "vq"])
 def test_quantizer_refused_in_one_line(name):
     with pytest.raises(UserError, match="dmvfn has no latent state to quantize"):
-        small(quantizer=name)
+        tiny_model("dmvfn", quantizer=name)
 
 
 def test_bad_scales_are_one_line():
     with pytest.raises(UserError, match="dmvfn-scales needs one of 1, 2, 4, 8 per block"):
-        small(dmvfn_scales="4,2")
+        tiny_model("dmvfn", dmvfn_scales="4,2")
 
 
 def test_macs_per_pass_match_table_12():

@@ -1,5 +1,5 @@
-"""MAU (svqbench/models/mau.py): Table 12 sizes, the reference's state-dict names, the forecast
-interface (eval ignores the target, training uses it), its own loss, the quantizer slot."""
+"""MAU (svqbench/models/mau.py): Table 12 sizes, the reference's state-dict names, its own loss, its
+modes (its forecast interface, teacher forcing and quantizer slot: test_models.py)."""
 from __future__ import annotations
 
 import dataclasses
@@ -12,6 +12,8 @@ from svqbench.errors import UserError
 from svqbench.models import ForecastShape
 from svqbench.models import mau
 
+from test_models import tiny_model
+
 # each dataset's paper shape (svqbench.data) -> (parameters the reference config builds, Table 12's
 # printed value in millions, its printed decimals); all five agree with the table
 PAPER = {
@@ -21,16 +23,10 @@ PAPER = {
     "weatherbench-s-t2m": (ForecastShape(12, 12, 1, 32, 64), 5_458_308, 5.46, 2),
     "taxibj": (ForecastShape(4, 4, 2, 32, 32), 4_409_868, 4.41, 2),
 }
-SHAPE = ForecastShape(3, 2, 1, 9, 13)  # odd grid: exercises the padding
 
 
 def config(dataset="default", scale="quick", **overrides) -> RunConfig:
     return RunConfig(**{**mau.PRESETS[dataset][scale], "quantizer": "none", **overrides})
-
-
-def small(**overrides):
-    torch.manual_seed(0)
-    return mau.build(config(**overrides), SHAPE)
 
 
 @pytest.mark.parametrize("dataset", sorted(PAPER))
@@ -45,7 +41,7 @@ def test_paper_parameter_count(dataset):
 
 def test_state_dict_names_follow_the_reference():
     # openstl/models/mau_model.py + modules/mau_modules.py, num_hidden 2 layers, sr_size 4
-    model = small(rnn_layers=2, mau_sr_size=4)
+    model = tiny_model("mau", rnn_layers=2, mau_sr_size=4)
     cell = [f"cell_list.{i}.{conv}.{j}.{w}" for i in range(2)
             for conv in ("conv_t", "conv_t_next", "conv_s", "conv_s_next") for j in (0, 1) for w in ("weight", "bias")]
     expected = cell + [
@@ -58,40 +54,9 @@ def test_state_dict_names_follow_the_reference():
     assert list(model.state_dict()) == expected
 
 
-def test_eval_forecast_ignores_the_target():
-    model = small().eval()
-    x = torch.randn(2, 3, 1, 9, 13)
-    with torch.no_grad():
-        a, aux = model(x, target=torch.randn(2, 2, 1, 9, 13))
-        b, _ = model(x, target=torch.randn(2, 2, 1, 9, 13))
-        c, _ = model(x)
-    assert a.shape == (2, 2, 1, 9, 13)
-    assert torch.equal(a, b) and torch.equal(a, c)
-    assert float(aux) == 0.0
-
-
-def test_training_feeds_true_frames_when_teacher_forcing_is_certain():
-    model = small(sampling_start_value=1.0, sampling_changing_rate=0.0)
-    x = torch.randn(2, 3, 1, 9, 13)
-    y1, y2 = torch.randn(2, 2, 1, 9, 13), torch.randn(2, 2, 1, 9, 13)
-    a, _ = model(x, target=y1, step=0, generator=torch.Generator().manual_seed(1))
-    b, _ = model(x, target=y2, step=0, generator=torch.Generator().manual_seed(1))
-    # the first future frame is predicted from the inputs only; the second from the true first
-    assert torch.equal(a[:, 0], b[:, 0])
-    assert not torch.allclose(a[:, 1], b[:, 1], atol=1e-6)
-
-
-def test_no_teacher_forcing_after_the_schedule_ends():
-    model = small(sampling_stop_iter=10)
-    x = torch.randn(2, 3, 1, 9, 13)
-    a, _ = model(x, target=torch.randn(2, 2, 1, 9, 13), step=10, generator=torch.Generator().manual_seed(1))
-    b, _ = model(x, target=torch.randn(2, 2, 1, 9, 13), step=10, generator=torch.Generator().manual_seed(1))
-    assert torch.equal(a, b)
-
-
 def test_training_loss_includes_the_input_frames():
     # the reference's MSE covers every next-frame prediction; the input part comes back in aux
-    model = small()
+    model = tiny_model("mau")
     x = torch.randn(2, 3, 1, 9, 13)
     pred, aux = model(x, target=torch.randn(2, 2, 1, 9, 13), step=0, generator=torch.Generator().manual_seed(0))
     assert float(aux.detach()) > 0
@@ -99,25 +64,15 @@ def test_training_loss_includes_the_input_frames():
     assert model.encoders[0][0].weight.grad.abs().sum() > 0
 
 
-def test_svq_changes_the_model():
-    plain = small()
-    quantized = small(quantizer="svq", codebook_size=16)
-    assert sum(p.numel() for p in quantized.parameters()) > sum(p.numel() for p in plain.parameters())
-    assert any(name.startswith("quantizer.") for name in quantized.state_dict())
-    x = torch.randn(2, 3, 1, 9, 13)
-    with torch.no_grad():
-        assert not torch.allclose(plain.eval()(x)[0], quantized.eval()(x)[0])
-
-
 @pytest.mark.parametrize("mode", [dict(mau_cell_mode="residual"), dict(mau_model_mode="recall")])
 def test_other_modes_run(mode):
-    pred, _ = small(**mode).eval()(torch.randn(1, 3, 1, 9, 13))
+    pred, _ = tiny_model("mau", **mode).eval()(torch.randn(1, 3, 1, 9, 13))
     assert pred.shape == (1, 2, 1, 9, 13) and torch.isfinite(pred).all()
 
 
 def test_bad_sr_size_is_one_line():
     with pytest.raises(UserError, match="mau-sr-size must be a power of 2, got 3"):
-        small(mau_sr_size=3)
+        tiny_model("mau", mau_sr_size=3)
 
 
 def test_presets_are_valid_config():

@@ -1,5 +1,6 @@
 """PhyDNet (svqbench/models/phydnet.py): Table 12 sizes, the reference's state-dict names, the moment
-(K2M) constraint, teacher forcing in training only, its own losses, the quantizer slot."""
+(K2M) constraint, its own losses (its forecast interface, teacher forcing and quantizer slot:
+test_models.py)."""
 from __future__ import annotations
 
 import math
@@ -12,6 +13,8 @@ from svqbench.errors import UserError
 from svqbench.models import ForecastShape
 from svqbench.models import phydnet
 
+from test_models import TINY, tiny_model
+
 # dataset -> (paper shape, parameters the reference model builds, Table 12's value, its decimals).
 # Human3.6M: Table 12 prints 4.2M, but the reference model's sizes are constants (patch 4, 3
 # channels: 3,092,886 parameters, as for KittiCaltech, whose 3.1M the table prints); pinned as built.
@@ -22,16 +25,10 @@ PAPER = {
     "weatherbench-s-t2m": (ForecastShape(12, 12, 1, 32, 64), 3_091_732, 3.09, 2),
     "taxibj": (ForecastShape(4, 4, 2, 32, 32), 3_092_309, 3.09, 2),
 }
-SHAPE = ForecastShape(3, 2, 1, 9, 14)  # not a multiple of the patch: exercises the padding
 
 
 def config(dataset="default", scale="quick", **overrides) -> RunConfig:
     return RunConfig(**{**phydnet.PRESETS[dataset][scale], "quantizer": "none", **overrides})
-
-
-def small(**overrides):
-    torch.manual_seed(0)
-    return phydnet.build(config(**overrides), SHAPE)
 
 
 @pytest.mark.parametrize("dataset", sorted(PAPER))
@@ -48,7 +45,7 @@ def test_paper_parameter_count(dataset):
 
 
 def test_state_dict_names_follow_the_reference():
-    names = list(small().state_dict())
+    names = list(tiny_model("phydnet").state_dict())
     dc = lambda p: [f"{p}.main.0.weight", f"{p}.main.0.bias", f"{p}.main.1.weight", f"{p}.main.1.bias"]  # noqa: E731
     phy = ["cell_list.0.F.conv1.weight", "cell_list.0.F.conv1.bias", "cell_list.0.F.bn1.weight",
            "cell_list.0.F.bn1.bias", "cell_list.0.F.conv2.weight", "cell_list.0.F.conv2.bias",
@@ -82,7 +79,7 @@ def test_k2m_moments_of_a_kernel():
 
 
 def test_moment_loss_is_zero_at_the_finite_difference_filters():
-    model = small()
+    model = tiny_model("phydnet")
     k2m = model.k2m
     unit = torch.eye(49, dtype=torch.float64).reshape(49, 7, 7)
     filters = (k2m._invM0 @ unit @ k2m._invM1.T).float()   # the kernels whose moments are the unit ones
@@ -94,67 +91,34 @@ def test_moment_loss_is_zero_at_the_finite_difference_filters():
     assert float(model.moment_loss().detach()) > 1e-3
 
 
-def test_eval_forecast_ignores_the_target():
-    model = small().eval()
-    x = torch.randn(2, 3, 1, 9, 14)
-    with torch.no_grad():
-        a, aux = model(x, target=torch.randn(2, 2, 1, 9, 14))
-        b, _ = model(x)
-    assert a.shape == (2, 2, 1, 9, 14)
-    assert torch.equal(a, b)
-    assert float(aux) == 0.0
-
-
-def test_teacher_forcing_in_training():
-    model = small(sampling_start_value=1.0, sampling_changing_rate=0.0)
-    x = torch.randn(2, 3, 1, 9, 14)
-    a, _ = model(x, target=torch.randn(2, 2, 1, 9, 14), step=0, generator=torch.Generator().manual_seed(1))
-    b, _ = model(x, target=torch.randn(2, 2, 1, 9, 14), step=0, generator=torch.Generator().manual_seed(1))
-    assert torch.equal(a[:, 0], b[:, 0])
-    assert not torch.allclose(a[:, 1], b[:, 1], atol=1e-6)
-    off = small(sampling_start_value=0.0)
-    c, _ = off(x, target=torch.randn(2, 2, 1, 9, 14), step=0, generator=torch.Generator().manual_seed(1))
-    d, _ = off(x, target=torch.randn(2, 2, 1, 9, 14), step=0, generator=torch.Generator().manual_seed(1))
-    assert torch.equal(c, d)
-
-
 def test_own_losses_in_training():
-    model = small()
+    model = tiny_model("phydnet")
     x = torch.randn(2, 3, 1, 9, 14)
     _, aux = model(x, target=torch.randn(2, 2, 1, 9, 14), step=0, generator=torch.Generator().manual_seed(0))
     # aux = (input-phase reconstruction + moment loss) / out_len, the reconstruction > 0
     moment = float(model.moment_loss().detach())
     assert moment > 0
-    assert float(aux.detach()) > moment / SHAPE.out_len
+    assert float(aux.detach()) > moment / TINY["phydnet"].out_len
     aux.backward()
     assert model.phycell.cell_list[0].F.conv1.weight.grad.abs().sum() > 0
 
 
-def test_svq_changes_the_model():
-    plain = small()
-    quantized = small(quantizer="svq", codebook_size=16)
-    assert any(name.startswith("quantizer.") for name in quantized.state_dict())
-    x = torch.randn(2, 3, 1, 9, 14)
-    with torch.no_grad():
-        assert not torch.allclose(plain.eval()(x)[0], quantized.eval()(x)[0])
-
-
 def test_bad_patch_size_is_one_line():
     with pytest.raises(UserError, match="phydnet takes patch-size 2 or 4"):
-        small(patch_size=3)
+        tiny_model("phydnet", patch_size=3)
 
 
 def test_bad_widths_are_one_line():
     with pytest.raises(UserError, match="phydnet-latent must be a multiple of 32"):
-        small(phydnet_latent=48)
+        tiny_model("phydnet", phydnet_latent=48)
     with pytest.raises(UserError, match="phydnet-lstm-hidden must be comma-separated positive integers"):
-        small(phydnet_lstm_hidden="128,x")
+        tiny_model("phydnet", phydnet_lstm_hidden="128,x")
     with pytest.raises(UserError, match="phydnet-lstm-hidden's last width must equal phydnet-latent 32"):
-        small(phydnet_latent=32, phydnet_lstm_hidden="8,8")
+        tiny_model("phydnet", phydnet_latent=32, phydnet_lstm_hidden="8,8")
 
 
 def test_quick_widths_build_a_smaller_model():
-    quick = small()
+    quick = tiny_model("phydnet")
     assert (quick.latent, quick.lstm_hidden) == (32, (32, 32, 32))
     assert quick.phycell.cell_list[0].F.conv1.weight.shape == (49, 32, 7, 7)
     assert sum(p.numel() for p in quick.parameters()) == 407_508   # the paper model: 3.09M

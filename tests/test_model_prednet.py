@@ -1,5 +1,6 @@
 """PredNet (svqbench/models/prednet.py): Table 12 sizes, the reference's state-dict names, the
-layer-weighted error loss as its only trained loss, extrapolation at evaluation, the quantizer slot."""
+layer-weighted error loss as its only trained loss, a clipped extrapolation at evaluation (its forecast
+interface and quantizer slot: test_models.py)."""
 from __future__ import annotations
 
 import pytest
@@ -10,6 +11,8 @@ from svqbench.errors import UserError
 from svqbench.models import ForecastShape
 from svqbench.models import prednet
 
+from test_models import tiny_model
+
 # dataset -> (paper shape, parameters the reference config builds, Table 12's 12.5M); the table has
 # no PredNet on WeatherBench-S
 PAPER = {
@@ -18,16 +21,10 @@ PAPER = {
     "kitticaltech": (ForecastShape(10, 1, 3, 128, 160), 12_515_244),
     "taxibj": (ForecastShape(4, 4, 2, 32, 32), 12_512_926),
 }
-SHAPE = ForecastShape(3, 2, 1, 9, 14)  # not a multiple of 4: exercises the padding
 
 
 def config(dataset="default", scale="quick", **overrides) -> RunConfig:
     return RunConfig(**{**prednet.PRESETS[dataset][scale], "quantizer": "none", **overrides})
-
-
-def small(**overrides):
-    torch.manual_seed(0)
-    return prednet.build(config(**overrides), SHAPE)
 
 
 @pytest.mark.parametrize("dataset", sorted(PAPER))
@@ -43,7 +40,7 @@ def test_paper_parameter_count(dataset):
 def test_state_dict_names_follow_the_reference():
     # three layers: four LSTM gate convs per layer, A convs between layers (ReLUs at odd indices),
     # Ahat convs per layer
-    names = list(small().state_dict())
+    names = list(tiny_model("prednet").state_dict())
     expected = [f"{g}.{l}.{w}" for g in ("i", "f", "c", "o") for l in range(3) for w in ("weight", "bias")]
     expected += [f"A.{j}.{w}" for j in (0, 2) for w in ("weight", "bias")]
     expected += [f"Ahat.{j}.{w}" for j in (0, 2, 4) for w in ("weight", "bias")]
@@ -55,20 +52,17 @@ def test_hard_sigmoid_is_keras_slope():
     assert torch.allclose(prednet.hard_sigmoid(x), torch.tensor([0.0, 0.0, 0.5, 0.7, 1.0, 1.0]))
 
 
-def test_eval_forecast_ignores_the_target_and_is_clipped():
-    model = small().eval()
+def test_eval_forecast_is_clipped():
+    """Clipped to [0, PIXEL_MAX] (that it ignores the target: test_models.py)."""
+    model = tiny_model("prednet").eval()
     x = torch.randn(2, 3, 1, 9, 14)
     with torch.no_grad():
-        a, aux = model(x, target=torch.randn(2, 2, 1, 9, 14))
-        b, _ = model(x)
-    assert a.shape == (2, 2, 1, 9, 14)
-    assert torch.equal(a, b)
-    assert float(aux) == 0.0
+        a, _ = model(x)
     assert float(a.min()) >= 0.0 and float(a.max()) <= prednet.PIXEL_MAX
 
 
 def test_training_sees_true_frames_and_trains_on_the_error_loss_only():
-    model = small()
+    model = tiny_model("prednet")
     x = torch.randn(2, 3, 1, 9, 14)
     y1, y2 = torch.randn(2, 2, 1, 9, 14), torch.randn(2, 2, 1, 9, 14)
     a, aux = model(x, target=y1, step=0)
@@ -84,24 +78,15 @@ def test_training_sees_true_frames_and_trains_on_the_error_loss_only():
 
 def test_layer_weights_change_the_loss():
     x, y = torch.randn(2, 3, 1, 9, 14), torch.randn(2, 2, 1, 9, 14)
-    _, bottom = small(prednet_weight_mode="L_0")(x, target=y, step=0)
-    _, every = small(prednet_weight_mode="L_all")(x, target=y, step=0)
+    _, bottom = tiny_model("prednet", prednet_weight_mode="L_0")(x, target=y, step=0)
+    _, every = tiny_model("prednet", prednet_weight_mode="L_all")(x, target=y, step=0)
     assert float(every.detach()) > float(bottom.detach()) > 0
-
-
-def test_svq_changes_the_model():
-    plain = small()
-    quantized = small(quantizer="svq", codebook_size=16)
-    assert any(name.startswith("quantizer.") for name in quantized.state_dict())
-    x = torch.randn(2, 3, 1, 9, 14)
-    with torch.no_grad():
-        assert not torch.allclose(plain.eval()(x)[0], quantized.eval()(x)[0])
 
 
 @pytest.mark.parametrize("bad", ["", "32,x", "32,0"])
 def test_bad_stack_sizes_are_one_line(bad):
     with pytest.raises(UserError, match="prednet-stack-sizes must be comma-separated positive integers"):
-        small(prednet_stack_sizes=bad)
+        tiny_model("prednet", prednet_stack_sizes=bad)
 
 
 def test_macs_per_pass_against_table_12():

@@ -1,6 +1,6 @@
 """PredRNN.V2: Table 12's parameter counts, OpenSTL's state-dict names, reverse scheduled sampling
 (the reference's probabilities; the target used in training only), the decoupling loss (in training,
-not at evaluation), the quantizer slot."""
+not at evaluation); its forecast interface and quantizer slot: test_models.py."""
 from __future__ import annotations
 
 import pytest
@@ -8,8 +8,10 @@ import torch
 
 from svqbench.config import resolve
 from svqbench.data import dataset_spec
-from svqbench.models import ForecastShape, build_model
+from svqbench.models import build_model
 from svqbench.models.recurrent import reverse_probs, sampling_of
+
+from test_models import TINY, tiny_batch, tiny_model
 
 MODEL = "predrnnv2"
 # Table 12 (printed, digits after the point) and what the reference config builds at the paper shape.
@@ -69,44 +71,13 @@ def test_state_dict_keys_are_openstls():
     assert set(paper_model("kth").state_dict()) == expected
 
 
-SHAPE = ForecastShape(in_len=3, out_len=3, channels=2, height=7, width=9)  # 7 x 9: padded to the patch
-
-
-def tiny(**cli):
-    torch.manual_seed(0)
-    cfg = resolve(cli=dict(model=MODEL, dataset="embedded", rnn_hidden=4, rnn_layers=2, **cli))
-    return build_model(cfg, SHAPE)
-
-
-def batch(seed: int):
-    g = torch.Generator().manual_seed(seed)
-    return (torch.randn(2, SHAPE.in_len, 2, 7, 9, generator=g), torch.randn(2, SHAPE.out_len, 2, 7, 9, generator=g))
-
-
-def test_output_shape_with_padding():
-    x, _ = batch(0)
-    pred, aux = tiny()(x)
-    assert pred.shape == (2, 3, 2, 7, 9) and aux.shape == ()
-
-
-def test_evaluation_forecasts_from_inputs_alone():
-    model = tiny().eval()
-    x, y1 = batch(0)
-    _, y2 = batch(1)
-    with torch.no_grad():
-        a, _ = model(x, target=y1)
-        b, _ = model(x, target=y2)
-        c, _ = model(x)
-    assert torch.equal(a, b) and torch.equal(a, c)
-
-
 def test_reverse_sampling_feeds_true_frames_in_training():
     """Before r_sampling_step_1 each future frame is the true one with probability 0.5 (the draws of
     this generator include some); after r_sampling_step_2 the inputs are all true and the future all
     predicted, i.e. the evaluation rollout."""
-    model = tiny(r_sampling_step_1=10, r_sampling_step_2=20)
-    x, y1 = batch(0)
-    _, y2 = batch(1)
+    model = tiny_model(MODEL, r_sampling_step_1=10, r_sampling_step_2=20)
+    x, y1 = tiny_batch(MODEL, 0)
+    _, y2 = tiny_batch(MODEL, 1)
     a, _ = model(x, target=y1, step=0, generator=torch.Generator().manual_seed(3))
     b, _ = model(x, target=y2, step=0, generator=torch.Generator().manual_seed(3))
     assert not torch.allclose(a, b, atol=1e-6)
@@ -121,21 +92,15 @@ def test_reverse_sampling_feeds_true_frames_in_training():
 def test_decoupling_loss_in_training_and_absent_at_evaluation():
     """The same weights with decouple_beta 0.1 and 0: the training aux differs by (T-1)/out_len x 0.1 x
     the decoupling loss (recurrent.py's scaling), which is > 0; at evaluation aux is 0."""
-    x, y = batch(0)
-    with_beta, without = tiny(decouple_beta=0.1), tiny(decouple_beta=0.0)
+    x, y = tiny_batch(MODEL, 0)
+    with_beta, without = tiny_model(MODEL, decouple_beta=0.1), tiny_model(MODEL, decouple_beta=0.0)
     kw = dict(target=y, step=0)
     _, aux_with = with_beta(x, generator=torch.Generator().manual_seed(3), **kw)
     decouple = with_beta._decouple
     _, aux_without = without(x, generator=torch.Generator().manual_seed(3), **kw)
     assert decouple > 0
-    scale = (SHAPE.in_len + SHAPE.out_len - 1) / SHAPE.out_len
+    shape = TINY[MODEL]
+    scale = (shape.in_len + shape.out_len - 1) / shape.out_len
     assert (aux_with - aux_without).item() == pytest.approx(scale * 0.1 * decouple.item(), rel=1e-5)
     _, aux_eval = with_beta.eval()(x)
     assert aux_eval.item() == 0.0
-
-
-def test_svq_changes_the_model():
-    plain, svq = tiny(), tiny(quantizer="svq", codebook_size=16)
-    assert set(plain.state_dict()) < set(svq.state_dict())
-    x, _ = batch(0)
-    assert not torch.allclose(plain(x)[0], svq(x)[0])

@@ -11,11 +11,46 @@ import torch
 
 import svqbench
 from helpers import cli
-from svqbench.config import resolve
+from svqbench.config import RunConfig, resolve
 from svqbench.data import dataset_spec
-from svqbench.models import ForecastShape, build_model, model_names, model_preset
+from svqbench.models import ForecastShape, build_model, model_names, model_preset, model_spec
 
 RECURRENT = [m for m in model_names() if m != "simvp"]
+# Each model at tiny settings, on a frame that is not a multiple of its patch (every forecast is
+# padded and cropped back): the OpenSTL recurrent cells at 4 hidden channels x 2 layers over the
+# embedded quick preset, 3 -> 3 frames of two channels; MAU, PhyDNet, PredNet and DMVFN at their
+# module's default quick preset, 3 -> 2 frames of one channel. The per-model files build with these too.
+CELLS = ["convlstm", "predrnn", "predrnnpp", "predrnnv2", "mim", "e3dlstm"]
+TINY = {**dict.fromkeys(CELLS, ForecastShape(in_len=3, out_len=3, channels=2, height=7, width=9)),
+        "mau": ForecastShape(3, 2, 1, 9, 13),       # odd grid
+        "phydnet": ForecastShape(3, 2, 1, 9, 14),   # not a multiple of its patch 4
+        "prednet": ForecastShape(3, 2, 1, 9, 14),   # not a multiple of 4
+        "dmvfn": ForecastShape(3, 2, 1, 9, 14)}     # not a multiple of 16
+# The models trained with scheduled sampling (the true future frame fed with a probability that decays
+# to 0 at sampling_stop_iter). PredRNN.V2's reverse schedule is tested in its own file; PredNet and
+# DMVFN always see the true frames in training (tested in their own files).
+SCHEDULED = ["convlstm", "predrnn", "predrnnpp", "mim", "e3dlstm", "mau", "phydnet"]
+QUANTIZED = [m for m in RECURRENT if m != "dmvfn"]  # DMVFN has no latent state to quantize (refused)
+# the cells' quick preset (two layers of 16 channels, no quantizer) builds fewer parameters than
+QUICK_PARAMS_BELOW = {"convlstm": 50_000, "predrnn": 100_000, "predrnnpp": 200_000, "mim": 200_000,
+                      "e3dlstm": 300_000}
+
+
+def tiny_model(model: str, **cli):
+    """`model` at its TINY settings (training mode), `cli` over them; the same weights on every call."""
+    torch.manual_seed(0)
+    if model in CELLS:
+        cfg = resolve(cli=dict(model=model, dataset="embedded", rnn_hidden=4, rnn_layers=2, **cli))
+        return build_model(cfg, TINY[model])
+    spec = model_spec(model)
+    return spec.build(RunConfig(**{**spec.PRESETS["default"]["quick"], "quantizer": "none", **cli}), TINY[model])
+
+
+def tiny_batch(model: str, seed: int):
+    """(inputs, target) of two sequences on `model`'s TINY shape."""
+    shape, g = TINY[model], torch.Generator().manual_seed(seed)
+    return tuple(torch.randn(2, n, shape.channels, shape.height, shape.width, generator=g)
+                 for n in (shape.in_len, shape.out_len))
 
 
 def test_registry_lists_simvp_first_and_convlstm():
@@ -31,14 +66,19 @@ def test_every_model_has_presets_for_both_scales(model):
             resolve(cli=dict(model=model, dataset=dataset, scale=scale))  # every value valid
 
 
+@pytest.mark.parametrize("build", ["quick", "tiny"])
 @pytest.mark.parametrize("model", RECURRENT)
-def test_every_model_forecasts_from_inputs_alone_at_evaluation(model):
-    """The interface: (pred, aux) with pred (B, out_len, C, H, W) on the embedded 37 x 49 grid (not a
-    multiple of any patch), the same forecast whatever target is passed without a step."""
-    torch.manual_seed(0)
-    cfg = resolve(cli=dict(model=model, dataset="embedded"))
-    shape = dataset_spec("embedded").shape
-    net = build_model(cfg, shape).eval()
+def test_every_model_forecasts_from_inputs_alone_at_evaluation(model, build):
+    """The interface: (pred, aux) with pred (B, out_len, C, H, W), the same forecast whatever target is
+    passed without a step, aux 0 (no training loss at evaluation); built at the quick preset on the
+    embedded 37 x 49 grid (not a multiple of any patch) and at the model's TINY settings."""
+    if build == "quick":
+        torch.manual_seed(0)
+        cfg = resolve(cli=dict(model=model, dataset="embedded"))
+        shape = dataset_spec("embedded").shape
+        net = build_model(cfg, shape).eval()
+    else:
+        shape, net = TINY[model], tiny_model(model).eval()
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, shape.in_len, shape.channels, shape.height, shape.width, generator=g)
     y1, y2 = (torch.randn(2, shape.out_len, shape.channels, shape.height, shape.width, generator=g) for _ in range(2))
@@ -48,9 +88,66 @@ def test_every_model_forecasts_from_inputs_alone_at_evaluation(model):
         c, _ = net(x, target=y2)
     assert a.shape == (2, shape.out_len, shape.channels, shape.height, shape.width) and aux.shape == ()
     assert torch.equal(a, b) and torch.equal(a, c)
+    assert float(aux) == 0.0
     net.train()
     pred, aux = net(x, target=y1, step=0, generator=torch.Generator().manual_seed(1))
     assert pred.shape == a.shape and torch.isfinite(aux)
+
+
+@pytest.mark.parametrize("model", RECURRENT)
+def test_every_model_crops_its_padded_forecast_back_to_the_frame(model):
+    """In training mode without a target too: the forecast has the frame's size, aux is a scalar."""
+    shape = TINY[model]
+    x, _ = tiny_batch(model, 0)
+    pred, aux = tiny_model(model)(x)
+    assert pred.shape == (2, shape.out_len, shape.channels, shape.height, shape.width) and aux.shape == ()
+
+
+@pytest.mark.parametrize("model", SCHEDULED)
+def test_every_scheduled_sampling_model_feeds_the_true_frames_while_teacher_forcing_is_certain(model):
+    net = tiny_model(model, sampling_start_value=1.0, sampling_changing_rate=0.0)  # every future frame is the true one
+    x, y1 = tiny_batch(model, 0)
+    _, y2 = tiny_batch(model, 1)
+    a, _ = net(x, target=y1, step=0, generator=torch.Generator().manual_seed(3))
+    b, _ = net(x, target=y2, step=0, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(a[:, 0], b[:, 0])  # the first future frame comes from the inputs alone
+    assert not torch.allclose(a[:, 1:], b[:, 1:], atol=1e-6)  # the next from the true first
+
+
+@pytest.mark.parametrize("model", SCHEDULED)
+def test_every_scheduled_sampling_model_ignores_the_target_once_teacher_forcing_is_off(model):
+    """From sampling_stop_iter on, and from the first step when the schedule starts at 0, the training
+    forecast feeds back the model's own frames: it does not depend on the target."""
+    x, y1 = tiny_batch(model, 0)
+    _, y2 = tiny_batch(model, 1)
+    for settings, step in ((dict(sampling_stop_iter=10), 10), (dict(sampling_start_value=0.0), 0)):
+        net = tiny_model(model, **settings)
+        a, _ = net(x, target=y1, step=step, generator=torch.Generator().manual_seed(3))
+        b, _ = net(x, target=y2, step=step, generator=torch.Generator().manual_seed(3))
+        assert torch.equal(a, b), settings
+
+
+@pytest.mark.parametrize("model", QUANTIZED)
+def test_every_model_with_a_latent_slot_is_changed_by_svq(model):
+    """SVQ adds parameters (under `quantizer.`) to the model and changes its forecast, in training
+    mode and at evaluation."""
+    plain, svq = tiny_model(model), tiny_model(model, quantizer="svq", codebook_size=16)
+    assert sum(p.numel() for p in svq.parameters()) > sum(p.numel() for p in plain.parameters())
+    assert set(plain.state_dict()) < set(svq.state_dict())
+    assert any(name.startswith("quantizer.") for name in svq.state_dict())
+    x, _ = tiny_batch(model, 0)
+    assert not torch.allclose(plain(x)[0], svq(x)[0])
+    plain, svq = tiny_model(model).eval(), tiny_model(model, quantizer="svq", codebook_size=16).eval()
+    with torch.no_grad():
+        assert not torch.allclose(plain(x)[0], svq(x)[0])
+
+
+@pytest.mark.parametrize("model", sorted(QUICK_PARAMS_BELOW))
+def test_every_cell_quick_preset_is_two_small_layers_without_a_quantizer(model):
+    cfg = resolve(cli=dict(model=model, dataset="embedded"))
+    n = sum(p.numel() for p in build_model(cfg, dataset_spec("embedded").shape).parameters())
+    assert (cfg.scale, cfg.rnn_layers, cfg.rnn_hidden, cfg.quantizer) == ("quick", 2, 16, "none")
+    assert n < QUICK_PARAMS_BELOW[model]
 
 
 def test_simvp_accepts_and_ignores_the_training_arguments():
