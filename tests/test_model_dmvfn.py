@@ -11,7 +11,7 @@ from svqbench.errors import UserError
 from svqbench.models import ForecastShape
 from svqbench.models import dmvfn
 
-from test_models import tiny_model
+from tiny_models import tiny_model
 
 # dataset -> (paper shape, parameters the reference config builds, Table 12's value, its decimals);
 # the table has no DMVFN on Human3.6M or WeatherBench-S

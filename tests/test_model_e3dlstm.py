@@ -10,7 +10,7 @@ from svqbench.config import resolve
 from svqbench.data import dataset_spec
 from svqbench.models import build_model
 
-from test_models import tiny_batch, tiny_model
+from tiny_models import tiny_batch, tiny_model
 
 MODEL = "e3dlstm"
 # Table 12 (printed, digits after the point) and what the reference config builds at the paper shape.

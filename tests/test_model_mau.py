@@ -12,7 +12,7 @@ from svqbench.errors import UserError
 from svqbench.models import ForecastShape
 from svqbench.models import mau
 
-from test_models import tiny_model
+from tiny_models import tiny_model
 
 # each dataset's paper shape (svqbench.data) -> (parameters the reference config builds, Table 12's
 # printed value in millions, its printed decimals); all five agree with the table

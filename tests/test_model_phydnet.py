@@ -13,7 +13,7 @@ from svqbench.errors import UserError
 from svqbench.models import ForecastShape
 from svqbench.models import phydnet
 
-from test_models import TINY, tiny_model
+from tiny_models import TINY, tiny_model
 
 # dataset -> (paper shape, parameters the reference model builds, Table 12's value, its decimals).
 # Human3.6M: Table 12 prints 4.2M, but the reference model's sizes are constants (patch 4, 3

@@ -9,7 +9,7 @@ from svqbench.config import resolve
 from svqbench.data import dataset_spec
 from svqbench.models import build_model
 
-from test_models import tiny_model
+from tiny_models import tiny_model
 
 MODEL = "predrnnpp"
 # Table 12 (printed, digits after the point) and what the reference config builds at the paper shape.

@@ -11,7 +11,7 @@ from svqbench.data import dataset_spec
 from svqbench.models import build_model
 from svqbench.models.recurrent import reverse_probs, sampling_of
 
-from test_models import TINY, tiny_batch, tiny_model
+from tiny_models import TINY, tiny_batch, tiny_model
 
 MODEL = "predrnnv2"
 # Table 12 (printed, digits after the point) and what the reference config builds at the paper shape.
