@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from svqbench.errors import UserError
-from svqbench.quantizers.methods import check_codebook_size, default_codebook_size
+from svqbench.quantizers import methods
 
 
 @dataclass(frozen=True)
@@ -39,8 +39,8 @@ class QuantizerSpec:
 
 def _baseline(method: str) -> QuantizerSpec:
     return QuantizerSpec("svqbench.quantizers.baselines:LibraryQuantizer", {"method": method},
-                         reads={"codebook_size": "codebook_size"}, codebook_size=default_codebook_size(method),
-                         check=check_codebook_size)
+                         reads={"codebook_size": "codebook_size"}, codebook_size=methods.default_codebook_size(method),
+                         check=methods.check_codebook_size)
 
 
 _CODEBOOK = {"codebook_size": "codebook_size", "codebook_init": "init", "frozen_codebook": "frozen"}
