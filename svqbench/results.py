@@ -341,8 +341,11 @@ def compare_sections(table: pd.DataFrame) -> list[dict[str, Any]]:
                     return ""
                 return f"{v:+.4f}" + (f" [{lo:+.4f}, {hi:+.4f}]" if lo == lo else "")
             seeds = r.get("seeds")
-            runs = str(r["runs"]) if seeds is None or pd.isna(seeds) or int(seeds) == r["runs"] else \
-                f"{int(seeds)} ({r['runs']} runs)"
+            if r["method"] in REFERENCE_ROWS:  # one deterministic forecast: no seeds
+                runs = ""
+            else:
+                runs = str(r["runs"]) if seeds is None or pd.isna(seeds) or int(seeds) == r["runs"] else \
+                    f"{int(seeds)} ({r['runs']} runs)"
             verdict = r.get("mae_verdict")
             model = r.get("model") if models else None
             rows.append([r["method"], *([model if isinstance(model, str) else ""] if models else []), runs,

@@ -208,7 +208,8 @@ def test_compare_sections_name_each_column_once_in_every_table():
                 codebook_size=10000, frozen_codebook=False, svq_hidden=128, svq_one_layer=False, svq_post_relu=False,
                 svq_frozen_projection=False, codebook_init="normal", placement="before", units="K")
     rows = [dict(cell, run_id=f"{q}{s}", quantizer=q, seed=s, test_mse=1.0 + 0.01 * s - (0.1 if q == "svq" else 0),
-                 test_mae=0.6 + 0.001 * s) for q in ("none", "svq") for s in (42, 43, 44)]
+                 test_mae=0.6 + 0.001 * s, persistence_mse=2.0, persistence_mae=1.1)
+            for q in ("none", "svq") for s in (42, 43, 44)]
     rows += [dict(cell, dataset="embedded", scale="quick", run_id=f"q{q}", quantizer=q, seed=42, test_mse=0.5,
                   test_mae=0.4) for q in ("none", "svq")]
     sections = compare_sections(compare_table(board(rows), load_paper()))
@@ -219,4 +220,7 @@ def test_compare_sections_name_each_column_once_in_every_table():
     assert paper["headers"][-5:] == ["paper MSE", "MSE gap %", "paper MAE", "MAE gap %", "published cell"]
     svq = dict(zip(paper["headers"], paper["rows"][1]))
     assert svq["MSE (K²)"] == "1.3300 ± 0.0100" and svq["MSE improv. %"] == "+7.0" and svq["paper MSE"] == "1.018"
+    assert svq["seeds"] == "3"
+    persistence = dict(zip(paper["headers"], paper["rows"][2]))
+    assert persistence["method"] == "persistence" and persistence["seeds"] == ""  # one forecast, no seeds
     assert paper["note"].startswith("gain and improvement % over the `none` runs of the same cell")
