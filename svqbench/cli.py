@@ -125,7 +125,7 @@ class RichReporter:
         mark = " *" if row["best"] else ""
         line = f"epoch {row['epoch']:3d}  train {row['train_loss']:.4f}  val {row['val_loss']:.4f}{mark}"
         if self.progress:
-            self.progress.console.print(line, markup=False, highlight=False)
+            self.progress.console.print(line, markup=False, highlight=False, soft_wrap=True)
         else:
             _plain(line)
 
@@ -397,11 +397,11 @@ def prepare(
         options["progress"] = False
     paths = prepare_dataset(name, root=data_dir, **options)
     for path in paths if isinstance(paths, list) else [paths]:
-        console.print(f"prepared {path.name} -> {path}")
+        console.print(f"prepared {path.name} -> {path}", markup=False, highlight=False, soft_wrap=True)
         meta = json.loads((path / "meta.json").read_text())
         for key in ("provenance", "note"):  # e.g. WeatherBench 2 is 6-hourly and conservatively regridded
             if meta.get(key):
-                console.print(f"  {key}: {meta[key]}", markup=False, highlight=False)
+                console.print(f"  {key}: {meta[key]}", markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command(short_help="List prepared datasets with their size and splits.")
@@ -464,7 +464,7 @@ def print_scorecards(board) -> None:
     cards = scorecards(board, warn=_warn)
     if not cards:
         err_console.print("warning: no weather run with per-lead metrics (metrics.json) for a scorecard",
-                          markup=False, highlight=False)
+                          markup=False, highlight=False, soft_wrap=True)
     for card in cards:
         t = card["table"]
         index = list(t.index.names)
@@ -561,13 +561,13 @@ def compare(directory: Path = typer.Argument(Path("results"), help="results fold
     if csv:
         from svqbench.atomic import write_frame
         write_frame(csv, table_df)
-        console.print(f"wrote {csv}")
+        console.print(f"wrote {csv}", markup=False, highlight=False, soft_wrap=True)
     if plots:
         from svqbench.atomic import ensure_dir
         from svqbench.plots import comparison_figures
         ensure_dir(plots)
         for path in comparison_figures(board, plots, data_dir=data_dir):
-            console.print(f"wrote {path}", markup=False, highlight=False)
+            console.print(f"wrote {path}", markup=False, highlight=False, soft_wrap=True)
     if scorecard:
         print_scorecards(board)
         print_method_scorecards(board)
@@ -585,9 +585,9 @@ def analyze(run: str = typer.Argument(..., help="run folder, or run id under --r
     keys = ("perplexity", "used_code_fraction", "perplexity_theta2", "perplexity_theta3", "weight_kurtosis",
             "codebook_kurtosis", "near_zero_fraction")
     console.print("  ".join(f"{k} {usage[k]:.4g}" for k in keys if usage.get(k) is not None), markup=False,
-                  highlight=False)
+                  highlight=False, soft_wrap=True)
     for path in figures:
-        console.print(f"wrote {path}", markup=False, highlight=False)
+        console.print(f"wrote {path}", markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command(short_help="Re-score a run's checkpoint on the test or val split.")
@@ -625,7 +625,7 @@ def evaluate(run: str = typer.Argument(..., help="run folder, run id under --res
     lpips_note = scores["metric_set"].get("lpips")
     if lpips_note and not lpips_note["computed"]:
         console.print(f"LPIPS not computed: {lpips_note['reason']}", markup=False, highlight=False, soft_wrap=True)
-    console.print(f"wrote {path}", markup=False, highlight=False)
+    console.print(f"wrote {path}", markup=False, highlight=False, soft_wrap=True)
 
 
 def print_lead_table(record: dict) -> None:
@@ -784,7 +784,7 @@ def sweep(
         for job in jobs:
             claimed = (directory / ".claims" / f"{job.run_id}.claim").exists()
             state = "done" if job.run_id in done else "claimed" if claimed else "to run"
-            console.print(f"{job.run_id:60s} {state}", markup=False, highlight=False)
+            console.print(f"{job.run_id:60s} {state}", markup=False, highlight=False, soft_wrap=True)
         console.print(f"{len(jobs)} runs, {sum(j.run_id in done for j in jobs)} done -> {directory}",
                       markup=False, highlight=False, soft_wrap=True)
         return
@@ -812,7 +812,7 @@ def sweep(
                   f"running elsewhere {len(report.busy)}, failed {len(report.failed)} -> {report.directory}",
                   markup=False, highlight=False, soft_wrap=True)
     for run_id, message in report.failed.items():
-        err_console.print(f"failed: {run_id}: {message}", markup=False, highlight=False)
+        err_console.print(f"failed: {run_id}: {message}", markup=False, highlight=False, soft_wrap=True)
     if report.failed:
         raise typer.Exit(1)
 
@@ -873,7 +873,7 @@ def profile(
     for key in shown:
         table.add_row(key, *(str(r[key]) for r in rows))
     print_table(table)
-    console.print(f"appended {len(rows)} row(s) to {append_rows(csv, rows)}")
+    console.print(f"appended {len(rows)} row(s) to {append_rows(csv, rows)}", markup=False, highlight=False, soft_wrap=True)
 
 def _profile_recipe(name: str, scale: str, csv: Path, data_dir: Optional[Path]) -> None:
     """`profile --recipe`: parameters and MACs per pass of every cell, beside the published figures."""
@@ -891,7 +891,7 @@ def _profile_recipe(name: str, scale: str, csv: Path, data_dir: Optional[Path]) 
         table.add_row(r["cell"], r["dataset"], f"{r['params_m']:.2f}", printed(r["paper_params_m"]),
                       f"{r['macs_per_pass_g']:.3g}", printed(r["paper_macs_g"]))
     print_table(table)
-    console.print(f"appended {len(rows)} row(s) to {append_rows(csv, rows)}")
+    console.print(f"appended {len(rows)} row(s) to {append_rows(csv, rows)}", markup=False, highlight=False, soft_wrap=True)
 
 
 def one_line(message: str) -> str:

@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 from dataclasses import fields
+from pathlib import Path
 
 from typer.testing import CliRunner
 
@@ -156,3 +157,10 @@ def test_piped_run_prints_plain_lines(embedded_root, tmp_path):
                           capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "test scoring:" in proc.stdout and "codebook usage" not in proc.stdout
+    # a long path (with brackets rich would read as markup) is printed whole on its line, never folded
+    figures = tmp_path / ("a folder name long enough to pass sixty columns [v2]") / "figures"
+    proc = subprocess.run([sys.executable, "-m", "svqbench", "compare", str(tmp_path), "--plots", str(figures)],
+                          capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    wrote = [line for line in proc.stdout.splitlines() if line.startswith("wrote ")]
+    assert wrote and all(Path(line[len("wrote "):]).is_file() for line in wrote), proc.stdout
