@@ -781,7 +781,9 @@ def method_scorecards(board: pd.DataFrame, *, warn: Callable[[str], None] | None
                 if base is None:  # `none` itself, or no baseline of the same settings
                     continue
                 theirs, mine = per_seed_scores(base), per_seed_scores(g)
-                first_base = theirs if first_base is None else first_base
+                if first_base is None:
+                    first_base = theirs
+                    base_label = next(m for m, runs_of in methods.items() if runs_of is base)
                 base_mean = theirs.mean(axis=1)
                 relative[prefix + method] = 100.0 * (base_mean - mine.mean(axis=1)) / base_mean.abs()
                 significant[prefix + method] = pd.Series(
@@ -790,12 +792,13 @@ def method_scorecards(board: pd.DataFrame, *, warn: Callable[[str], None] | None
                 seeds[prefix + method] = mine.shape[1]
             if first_base is None:
                 continue
-            base_mean = first_base.mean(axis=1)  # references against the cell's (first) `none`
-            for ref in card["references"]:
+            base_mean = first_base.mean(axis=1)  # references against the cell's (first) `none`, named
+            for ref in card["references"]:          # when it is not SimVP's
+                row = prefix + ref + ("" if base_label == "none" else f" vs {base_label}")
                 score = _oriented(metric, table[ref])
-                relative[prefix + ref] = 100.0 * (base_mean - score) / base_mean.abs()
-                significant[prefix + ref] = pd.Series(False, index=table.index)
-                seeds[prefix + ref] = 0
+                relative[row] = 100.0 * (base_mean - score) / base_mean.abs()
+                significant[row] = pd.Series(False, index=table.index)
+                seeds[row] = 0
         if not relative:
             continue
         leads = table.index.get_level_values("lead")

@@ -227,6 +227,16 @@ def test_method_scorecard_rows_are_methods_with_marked_significant_cells(tmp_pat
     np.testing.assert_allclose(cards["bias_latweighted"]["relative"].loc["svq"], [50.0, 50.0, 50.0])
 
 
+def test_method_scorecard_names_the_recurrent_none_its_references_are_measured_against(tmp_path):
+    from svqbench.results import method_scorecards
+    write_run(tmp_path, "none-0", seeded([1.0, 1.0], [0.5, 0.5], [0.1, 0.1]))
+    write_run(tmp_path, "svq-0", seeded([0.5, 0.5], [0.9, 0.9], [0.1, 0.1]))
+    leaderboard(tmp_path, [dict(run_id=f"{q}-0", dataset="wb", quantizer=q, model="convlstm") for q in ("none", "svq")])
+    rmse = method_scorecards(load_leaderboards(tmp_path))[0]
+    assert rmse["rows"] == ["convlstm svq", *(f"{r} vs convlstm none" for r in REFERENCE_ROWS)]
+    assert rmse["relative"].loc["convlstm svq"].tolist() == [50.0, 50.0]
+
+
 def test_method_scorecard_with_one_seed_marks_nothing(tmp_path):
     from svqbench.results import method_scorecards
     write_run(tmp_path, "none-0", seeded([1.0, 1.0], [0.5, 0.5], [0.1, 0.1]))
