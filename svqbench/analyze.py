@@ -88,12 +88,13 @@ def _plot_embedding(codebook: torch.Tensor, code_use: np.ndarray | None, latents
     colour = None if code_use is None else np.log1p(code_use)
     size = float(np.clip(2000 / len(codes), 4, 20))  # a small codebook's few codes stay visible
     sc = ax.scatter(codes[:, 0], codes[:, 1], s=size, c=colour, cmap="viridis", alpha=0.8, edgecolors="none",
-                    zorder=3)  # on top of the latents, so the used codes stay visible
+                    zorder=3)
     if colour is not None:
         fig.colorbar(sc, ax=ax, label="codes: log(1 + uses)")
     if latents is not None and latents.shape[1] == codebook.shape[1]:
         pts = ((latents.float() - mean) @ axes2).numpy()
-        ax.scatter(pts[:, 0], pts[:, 1], s=3, c="tab:red", alpha=0.25, zorder=2)
+        # on top: the latents often fill a small patch of the codebook's plane, which 10^4 codes would hide
+        ax.scatter(pts[:, 0], pts[:, 1], s=3, c="tab:red", alpha=0.25, zorder=4)
         # a legend only when two kinds of point are drawn; the codes' handle is grey because their
         # colour means uses (the colour bar), not a series
         from matplotlib.lines import Line2D
