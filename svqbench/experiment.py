@@ -20,6 +20,7 @@ from svqbench import memory
 from svqbench.atomic import write_json
 from svqbench.checkpoint import BEST, check_checkpoint_files, read_weights
 from svqbench.config import RunConfig
+from svqbench.data.batches import frames_held_on
 from svqbench.data.prepared import open_prepared
 from svqbench.device import check_device
 from svqbench.distributed import DistContext, from_environment, shutdown
@@ -68,7 +69,8 @@ def _run(cfg: RunConfig, *, results_dir: Path, data_dir, run_id, device: str, re
         ds = open_prepared(cfg.dataset, data_dir, auto_prepare=False)
     check_model_size(cfg, ds)
     check_evaluation(cfg, ds)  # a --regions box with no cell of this grid: one line, before training
-    memory.check_run(cfg, ds, device, options, dist.world_size)  # before any folder or batch: one line if it cannot fit
+    held = frames_held_on(ds, device, options.data_on_device)  # frames a GPU keeps beside the model
+    memory.check_run(cfg, ds, device, options, dist.world_size, held=held)  # before any folder or batch: one line
     run_id = dist.broadcast(run_id or default_run_id(cfg))
     if options.resume:
         run_dir = results_dir / run_id

@@ -275,11 +275,10 @@ def check_batch(cfg, shape, batch: int, device: str | torch.device, *, flag: str
                     f"on {device}; {fix}")
 
 
-def check_run(cfg, ds, device: str, options, world_size: int = 1) -> StepMemory:
+def check_run(cfg, ds, device: str, options, world_size: int = 1, *, held: int = 0) -> StepMemory:
     """`check_batch` for a run: each optimiser step takes min(batch_size, train windows) windows,
-    split over the ranks; frames held on a GPU (svqbench.data.batches) count too, and CPU ranks
-    started together (torchrun's LOCAL_WORLD_SIZE) share the machine's memory."""
-    from svqbench.data.batches import data_bytes, resident
+    split over the ranks; `held` bytes of frames kept on a GPU (svqbench.data.batches.frames_held_on)
+    count too, and CPU ranks started together (torchrun's LOCAL_WORLD_SIZE) share the machine's memory."""
     from svqbench.models import ForecastShape
     dev = torch.device(device)
     n_train = len(ds.splits["train"])
@@ -290,9 +289,8 @@ def check_run(cfg, ds, device: str, options, world_size: int = 1) -> StepMemory:
         what += f" (steps of {rows} windows: the train split holds {n_train})"
     if per_rank < rows:
         what += f", {per_rank} per rank"
-    extra = data_bytes(ds) if dev.type == "cuda" and resident(ds, dev, options.data_on_device) else 0
     processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1")) if dev.type == "cpu" else 1
-    return check_batch(cfg, ForecastShape.of(ds), per_rank, device, what=what, extra=extra, processes=processes,
+    return check_batch(cfg, ForecastShape.of(ds), per_rank, device, what=what, extra=held, processes=processes,
                        precision=options.precision)
 
 

@@ -171,3 +171,20 @@ def test_data_on_device_decision(tmp_path, monkeypatch):
     assert not resident(ds, cpu, "auto") and resident(ds, cpu, "yes")
     with pytest.raises(UserError, match="data-on-device"):
         resident(ds, cpu, "always")
+
+
+def test_data_on_device_counts_the_memory_limit_like_the_memory_check(tmp_path, monkeypatch):
+    """`auto` asks memory.available_memory (MemAvailable, the cgroup's room, SVQBENCH_MEMORY_LIMIT), the
+    figure the batch check uses: frames over half the user's cap stay on the host."""
+    from svqbench import memory
+    ds = make(tmp_path / "d")
+    need = batches_module.data_bytes(ds)
+    monkeypatch.setenv(memory.LIMIT_ENV, repr(1.5 * need / 2**30))  # half of it is less than the frames
+    batches_module.free_memory.cache_clear()
+    try:
+        assert not resident(ds, torch.device("cpu"), "auto")
+        monkeypatch.setenv(memory.LIMIT_ENV, repr(3 * need / 2**30))
+        batches_module.free_memory.cache_clear()
+        assert resident(ds, torch.device("cpu"), "auto")
+    finally:
+        batches_module.free_memory.cache_clear()

@@ -14,14 +14,14 @@ moves a batch to the device; `inject_noise` is the Table 5 training-time noise.
 - host: a background thread gathers and normalises the next batches with numpy (pinned memory when
   the device is a GPU) while the model works on the current one; the copy to the GPU does not block.
 
-`auto` chooses the device when the frames take less than `DEVICE_FRACTION` of the memory free when
-first asked (GPU: `torch.cuda.mem_get_info`; CPU: MemAvailable, i.e. the mapped file stays in the
-page cache, otherwise random windows would be read from disk and the prefetching thread hides that).
+`auto` chooses the device when the frames take less than `DEVICE_FRACTION` of the memory available
+when first asked (`memory.available_memory`: GPU free memory; CPU MemAvailable, the cgroup's room and
+SVQBENCH_MEMORY_LIMIT, i.e. the mapped file stays in the page cache, otherwise random windows would be
+read from disk and the prefetching thread hides that).
 """
 from __future__ import annotations
 
 import functools
-import os
 import queue
 import threading
 import warnings
@@ -33,6 +33,7 @@ import torch
 from svqbench.data.prepared import Batch, PreparedDataset
 from svqbench.distributed import SINGLE, DistContext
 from svqbench.errors import UserError
+from svqbench.memory import available_memory
 
 from svqbench.options import DATA_ON_DEVICE  # defined without torch, for the CLI
 DEVICE_FRACTION = 0.5   # auto: device-resident when the frames take less than this share of free memory
@@ -101,22 +102,9 @@ def data_bytes(ds: PreparedDataset) -> int:
 
 @functools.lru_cache(maxsize=None)
 def free_memory(device: str) -> int:
-    """Free memory of `device` in bytes, measured the first time this process asks (so a decision
-    made before the model is on the GPU stays the same later): GPU free memory, or MemAvailable."""
-    dev = torch.device(device)
-    if dev.type == "cuda":
-        return int(torch.cuda.mem_get_info(dev)[0])
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return 0
+    """What `memory.available_memory` reports for `device`, measured the first time this process asks
+    (so a decision made before the model is on the GPU stays the same later)."""
+    return available_memory(device)[0]
 
 
 def resident(ds: PreparedDataset, device: torch.device, on_device: str) -> bool:
@@ -132,6 +120,12 @@ def resident(ds: PreparedDataset, device: torch.device, on_device: str) -> bool:
                             f"{free / 2**30:.2f} GiB free; use --data-on-device auto or no")
         return True
     return need <= DEVICE_FRACTION * free
+
+
+def frames_held_on(ds: PreparedDataset, device: str, on_device: str) -> int:
+    """Bytes of frames a run keeps on a GPU beside its model (0 on the CPU, where they are the mapped file)."""
+    dev = torch.device(device)
+    return data_bytes(ds) if dev.type == "cuda" and resident(ds, dev, on_device) else 0
 
 
 class _Failed:
