@@ -873,7 +873,8 @@ def profile(
     for key in shown:
         table.add_row(key, *(str(r[key]) for r in rows))
     print_table(table)
-    console.print(f"appended {len(rows)} row(s) to {append_rows(csv, rows)}", markup=False, highlight=False, soft_wrap=True)
+    console.print(f"appended {len(rows)} row(s) to {append_rows(csv, rows)}", markup=False, highlight=False,
+                  soft_wrap=True)
 
 def _profile_recipe(name: str, scale: str, csv: Path, data_dir: Optional[Path]) -> None:
     """`profile --recipe`: parameters and MACs per pass of every cell, beside the published figures."""
@@ -891,7 +892,8 @@ def _profile_recipe(name: str, scale: str, csv: Path, data_dir: Optional[Path]) 
         table.add_row(r["cell"], r["dataset"], f"{r['params_m']:.2f}", printed(r["paper_params_m"]),
                       f"{r['macs_per_pass_g']:.3g}", printed(r["paper_macs_g"]))
     print_table(table)
-    console.print(f"appended {len(rows)} row(s) to {append_rows(csv, rows)}", markup=False, highlight=False, soft_wrap=True)
+    console.print(f"appended {len(rows)} row(s) to {append_rows(csv, rows)}", markup=False, highlight=False,
+                  soft_wrap=True)
 
 
 def one_line(message: str) -> str:

@@ -323,8 +323,8 @@ def compare_sections(table: pd.DataFrame) -> list[dict[str, Any]]:
                    *([f"MAE gain vs {against}{mae_unit} [95% CI]", "verdict"] if paired else []),
                    "MSE improv. %", "MAE improv. %", *(COMPARE_USAGE[c] for c in usage)]
         title = (f"{keys[0]}{' data ' + keys[3] if len(keys) > 3 and keys[3] else ''} ({keys[1]} scale), "
-                 f"{'SimVP ' if models else ''}backbone {keys[2]} — test split, per-pixel, {'in ' + unit if unit else 'physical units'}, mean ± std over "
-                 f"seeds")
+                 f"{'SimVP ' if models else ''}backbone {keys[2]} — test split, per-pixel, "
+                 f"{'in ' + unit if unit else 'physical units'}, mean ± std over seeds")
         rows = []
         for _, r in group.iterrows():
             def fmt(m):
