@@ -154,12 +154,13 @@ class RichReporter:
         _plain(f"{name}: {time.perf_counter() - t0:.1f} s")
 
     def note(self, message: str) -> None:
-        err_console.print(message, markup=False, highlight=False, soft_wrap=True)
+        _plain(message, err=True)
 
 
-def _plain(line: str) -> None:
-    """One line on stdout as it is: no markup, no highlighting, never wrapped inside a number."""
-    console.print(line, markup=False, highlight=False, soft_wrap=True)
+def _plain(line: str, *, err: bool = False) -> None:
+    """One line on stdout (stderr with `err`) as it is: no markup, no highlighting, never wrapped
+    inside a number."""
+    (err_console if err else console).print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 def _config_flags() -> list[inspect.Parameter]:
@@ -321,7 +322,7 @@ def run(**values):
             options = TrainOptions(**{k: v for k, v in runtime.items() if v is not None})
             if print_config:
                 for note in notes:
-                    err_console.print(note, markup=False, highlight=False, soft_wrap=True)
+                    _plain(note, err=True)
                 typer.echo(json.dumps({"config": cfg.to_dict(), "runtime": {k: v for k, v in runtime.items()
                                                                             if v is not None}}, indent=1))
                 return
@@ -330,11 +331,10 @@ def run(**values):
                                      reporter=reporter, options=options, notes=notes)
     except KeyboardInterrupt as e:  # Ctrl-C: exit 130; SIGTERM (Slurm, kill): exit 143
         how = " by SIGTERM" if isinstance(e, Terminated) else ""
-        err_console.print(f"interrupted{how}: leaderboard unchanged; continue with `svqbench run --resume RUN`",
-                          markup=False, highlight=False, soft_wrap=True)
+        _plain(f"interrupted{how}: leaderboard unchanged; continue with `svqbench run --resume RUN`", err=True)
         raise typer.Exit(143 if how else 130) from None
     except RunFailed as e:
-        err_console.print(f"run failed: {one_line(str(e))}", markup=False, highlight=False, soft_wrap=True)
+        _plain(f"run failed: {one_line(str(e))}", err=True)
         raise typer.Exit(1) from None
     finally:
         restore_sigterm()
@@ -397,11 +397,11 @@ def prepare(
         options["progress"] = False
     paths = prepare_dataset(name, root=data_dir, **options)
     for path in paths if isinstance(paths, list) else [paths]:
-        console.print(f"prepared {path.name} -> {path}", markup=False, highlight=False, soft_wrap=True)
+        _plain(f"prepared {path.name} -> {path}")
         meta = json.loads((path / "meta.json").read_text())
         for key in ("provenance", "note"):  # e.g. WeatherBench 2 is 6-hourly and conservatively regridded
             if meta.get(key):
-                console.print(f"  {key}: {meta[key]}", markup=False, highlight=False, soft_wrap=True)
+                _plain(f"  {key}: {meta[key]}")
 
 
 @app.command(short_help="List prepared datasets with their size and splits.")
@@ -452,7 +452,7 @@ def print_table(table) -> None:
 
 def _warn(message: str) -> None:
     """A `warning: ...` line on stderr (compare's skipped rows and unreadable run files)."""
-    err_console.print(f"warning: {message}", markup=False, highlight=False, soft_wrap=True)
+    _plain(f"warning: {message}", err=True)
 
 
 def print_scorecards(board) -> None:
@@ -463,8 +463,7 @@ def print_scorecards(board) -> None:
     from svqbench.results import short_digest
     cards = scorecards(board, warn=_warn)
     if not cards:
-        err_console.print("warning: no weather run with per-lead metrics (metrics.json) for a scorecard",
-                          markup=False, highlight=False, soft_wrap=True)
+        _warn("no weather run with per-lead metrics (metrics.json) for a scorecard")
     for card in cards:
         t = card["table"]
         index = list(t.index.names)
@@ -507,7 +506,7 @@ def print_method_scorecards(board) -> None:
             table.add_row(method, str(seeds) if seeds else "reference", *cells)
         print_table(table)
     if cards:  # one legend under all the cards, never folded into a narrow caption
-        console.print(SCORECARD_LEGEND.format(baseline="none"), markup=False, highlight=False, soft_wrap=True)
+        _plain(SCORECARD_LEGEND.format(baseline="none"))
 
 
 def print_region_tables(board, *, warn=_warn) -> None:
@@ -554,20 +553,20 @@ def compare(directory: Path = typer.Argument(Path("results"), help="results fold
             table.add_row(*row)
         print_table(table)
         # under the table as one line (a caption would fold to the table's width, mid-phrase)
-        console.print(section["note"], markup=False, highlight=False, soft_wrap=True)
+        _plain(section["note"])
     print_region_tables(board, warn=(lambda _: None) if scorecard else _warn)  # the scorecard names the same files
     for warning in table_df.attrs.get("warnings", []):
-        err_console.print(f"warning: {warning}", markup=False, highlight=False, soft_wrap=True)
+        _warn(warning)
     if csv:
         from svqbench.atomic import write_frame
         write_frame(csv, table_df)
-        console.print(f"wrote {csv}", markup=False, highlight=False, soft_wrap=True)
+        _plain(f"wrote {csv}")
     if plots:
         from svqbench.atomic import ensure_dir
         from svqbench.plots import comparison_figures
         ensure_dir(plots)
         for path in comparison_figures(board, plots, data_dir=data_dir):
-            console.print(f"wrote {path}", markup=False, highlight=False, soft_wrap=True)
+            _plain(f"wrote {path}")
     if scorecard:
         print_scorecards(board)
         print_method_scorecards(board)
@@ -584,10 +583,9 @@ def analyze(run: str = typer.Argument(..., help="run folder, or run id under --r
     out, usage, figures = analyze_run(run, results_dir=results_dir, data_dir=data_dir, split=split, device=device)
     keys = ("perplexity", "used_code_fraction", "perplexity_theta2", "perplexity_theta3", "weight_kurtosis",
             "codebook_kurtosis", "near_zero_fraction")
-    console.print("  ".join(f"{k} {usage[k]:.4g}" for k in keys if usage.get(k) is not None), markup=False,
-                  highlight=False, soft_wrap=True)
+    _plain("  ".join(f"{k} {usage[k]:.4g}" for k in keys if usage.get(k) is not None))
     for path in figures:
-        console.print(f"wrote {path}", markup=False, highlight=False, soft_wrap=True)
+        _plain(f"wrote {path}")
 
 
 @app.command(short_help="Re-score a run's checkpoint on the test or val split.")
@@ -608,24 +606,23 @@ def evaluate(run: str = typer.Argument(..., help="run folder, run id under --res
         from svqbench.score import evaluate_leads
         path, record = evaluate_leads(run, lead, split=split, device=device, results_dir=results_dir, data_dir=data_dir)
         print_lead_table(record)
-        console.print(f"wrote {path} and {record['figure']}", markup=False, highlight=False, soft_wrap=True)
+        _plain(f"wrote {path} and {record['figure']}")
         return
     from svqbench.evaluate import evaluate_run
     try:
         path, metrics = evaluate_run(run, split=split, device=device, data_dir=data_dir, results_dir=results_dir,
                                      lpips=lpips, lpips_weights=lpips_weights)
     except RunFailed as e:
-        err_console.print(f"evaluation failed: {one_line(str(e))}", markup=False, highlight=False, soft_wrap=True)
+        _plain(f"evaluation failed: {one_line(str(e))}", err=True)
         raise typer.Exit(1) from None
     scores = metrics[split]
     keys = ("mse_per_pixel", "mae_per_pixel", "rmse_latweighted", "mse_per_frame", "mae_per_frame", "ssim", "psnr",
             "lpips")
-    console.print(f"{metrics['run_id']} {split}: " + "  ".join(f"{k} {scores[k]:.4g}" for k in keys if k in scores),
-                  markup=False, highlight=False, soft_wrap=True)
+    _plain(f"{metrics['run_id']} {split}: " + "  ".join(f"{k} {scores[k]:.4g}" for k in keys if k in scores))
     lpips_note = scores["metric_set"].get("lpips")
     if lpips_note and not lpips_note["computed"]:
-        console.print(f"LPIPS not computed: {lpips_note['reason']}", markup=False, highlight=False, soft_wrap=True)
-    console.print(f"wrote {path}", markup=False, highlight=False, soft_wrap=True)
+        _plain(f"LPIPS not computed: {lpips_note['reason']}")
+    _plain(f"wrote {path}")
 
 
 def print_lead_table(record: dict) -> None:
@@ -655,7 +652,7 @@ def _stopped_cleanly(outcome: str):
         yield
     except KeyboardInterrupt as e:
         how = " by SIGTERM" if isinstance(e, Terminated) else ""
-        err_console.print(f"interrupted{how}: {outcome}", markup=False, highlight=False, soft_wrap=True)
+        _plain(f"interrupted{how}: {outcome}", err=True)
         raise typer.Exit(143 if how else 130) from None
     finally:
         restore_sigterm()
@@ -690,11 +687,10 @@ def predict(run: str = typer.Argument(..., help="run folder, or run id under --r
                                     data_dir=data_dir, lead=lead, members=members or None)
     what = f"the {summary['split']} split" if summary["split"] else f"input {summary['input']}"
     ensemble = f" by {len(summary['members'])} members" if summary.get("members") else ""
-    console.print(f"wrote {path}: {summary['forecasts']} forecasts{ensemble} of {summary['lead_steps']} steps of {what} "
-                  f"({summary['format']})", markup=False, highlight=False, soft_wrap=True)
+    _plain(f"wrote {path}: {summary['forecasts']} forecasts{ensemble} of {summary['lead_steps']} steps of {what} "
+           f"({summary['format']})")
     if summary["strips"]:
-        console.print(f"wrote {len(summary['strips'])} PNG strip(s) to {Path(summary['strips'][0]).parent}",
-                      markup=False, highlight=False, soft_wrap=True)
+        _plain(f"wrote {len(summary['strips'])} PNG strip(s) to {Path(summary['strips'][0]).parent}")
 
 
 @app.command(short_help="Score a forecast file from any tool on a prepared dataset.")
@@ -718,15 +714,13 @@ def score(forecast: Path = typer.Argument(..., help="forecast file (.nc) or zarr
     test = metrics["test"]
     keys = ("mse_per_pixel", "mae_per_pixel", "rmse_latweighted", "acc_latweighted", "crps_ecdf", "crps_fair",
             "spread_skill_ratio")
-    console.print(f"{metrics['run_id']} test: " + "  ".join(f"{k} {test[k]:.4g}" for k in keys
-                                                            if isinstance(test.get(k), float)),
-                  markup=False, highlight=False, soft_wrap=True)
+    _plain(f"{metrics['run_id']} test: " + "  ".join(f"{k} {test[k]:.4g}" for k in keys
+                                                     if isinstance(test.get(k), float)))
     skipped = metrics["external"]["leads_not_scored"]
     if skipped:
-        console.print(f"scored leads 1..{metrics['external']['leads_scored']} (the dataset's out_len); {skipped} further "
-                      f"lead(s) of the file were not scored", markup=False, highlight=False, soft_wrap=True)
-    console.print(f"wrote {run_dir / 'metrics.json'} and a leaderboard row in {Path(results_dir) / 'leaderboard.csv'}",
-                  markup=False, highlight=False, soft_wrap=True)
+        _plain(f"scored leads 1..{metrics['external']['leads_scored']} (the dataset's out_len); {skipped} further "
+               f"lead(s) of the file were not scored")
+    _plain(f"wrote {run_dir / 'metrics.json'} and a leaderboard row in {Path(results_dir) / 'leaderboard.csv'}")
 
 
 @app.command(short_help="Export a run's weights (safetensors) with its config.")
@@ -738,7 +732,7 @@ def export(run: str = typer.Argument(..., help="run folder, or run id under --re
     from svqbench.export import export_run
     with _stopped_cleanly(f"nothing was exported to {directory}"):
         path = export_run(run, directory, results_dir=results_dir, data_dir=data_dir)
-    console.print(f"exported {run} -> {path}", markup=False, highlight=False, soft_wrap=True)
+    _plain(f"exported {run} -> {path}")
 
 
 @app.command(short_help="Run every cell x seed of a recipe (locally or on Slurm).")
@@ -784,35 +778,33 @@ def sweep(
         for job in jobs:
             claimed = (directory / ".claims" / f"{job.run_id}.claim").exists()
             state = "done" if job.run_id in done else "claimed" if claimed else "to run"
-            console.print(f"{job.run_id:60s} {state}", markup=False, highlight=False, soft_wrap=True)
-        console.print(f"{len(jobs)} runs, {sum(j.run_id in done for j in jobs)} done -> {directory}",
-                      markup=False, highlight=False, soft_wrap=True)
+            _plain(f"{job.run_id:60s} {state}")
+        _plain(f"{len(jobs)} runs, {sum(j.run_id in done for j in jobs)} done -> {directory}")
         return
     if launcher == "slurm":
         from svqbench.launch import submit_sweep
         directory, jobs, submitted = submit_sweep(loaded, scale, results_dir=results_dir, seeds=seeds, cells=cells,
                                                   data_dir=data_dir, device=device, tracker=tracker, slurm=slurm)
         array = f" as Slurm array {submitted[0].job_id.split('_')[0]}" if submitted else ""
-        console.print(f"{loaded.name} ({scale}): submitted {len(submitted)} of {len(jobs)} runs{array} -> {directory} "
-                      f"(job logs in {directory / '.submitit'}; progress: svqbench sweep {recipe} --scale {scale} "
-                      f"--dry-run)", markup=False, highlight=False, soft_wrap=True)
+        _plain(f"{loaded.name} ({scale}): submitted {len(submitted)} of {len(jobs)} runs{array} -> {directory} "
+               f"(job logs in {directory / '.submitit'}; progress: svqbench sweep {recipe} --scale {scale} "
+               f"--dry-run)")
         return
     restore_sigterm = _sigterm_as_interrupt()
     try:
         report = run_sweep(loaded, scale, results_dir=results_dir, seeds=seeds, cells=cells, data_dir=data_dir,
                            device=device, reporter_factory=lambda: with_tracker(RichReporter(quiet), tracker),
-                           log=lambda m: console.print(m, markup=False, highlight=False, soft_wrap=True))
+                           log=_plain)
     except KeyboardInterrupt as e:  # Ctrl-C: exit 130; SIGTERM: exit 143
-        err_console.print(f"interrupted{' by SIGTERM' if isinstance(e, Terminated) else ''}: finished cells are "
-                          "kept; run the same sweep again to resume", markup=False, highlight=False, soft_wrap=True)
+        _plain(f"interrupted{' by SIGTERM' if isinstance(e, Terminated) else ''}: finished cells are "
+               "kept; run the same sweep again to resume", err=True)
         raise typer.Exit(143 if isinstance(e, Terminated) else 130) from None
     finally:
         restore_sigterm()
-    console.print(f"{loaded.name} ({scale}): ran {len(report.ran)}, already done {len(report.done_before)}, "
-                  f"running elsewhere {len(report.busy)}, failed {len(report.failed)} -> {report.directory}",
-                  markup=False, highlight=False, soft_wrap=True)
+    _plain(f"{loaded.name} ({scale}): ran {len(report.ran)}, already done {len(report.done_before)}, "
+           f"running elsewhere {len(report.busy)}, failed {len(report.failed)} -> {report.directory}")
     for run_id, message in report.failed.items():
-        err_console.print(f"failed: {run_id}: {message}", markup=False, highlight=False, soft_wrap=True)
+        _plain(f"failed: {run_id}: {message}", err=True)
     if report.failed:
         raise typer.Exit(1)
 
@@ -858,13 +850,12 @@ def profile(
         rows = profile_rows(cfg, dataset_shape(cfg.dataset, data_dir), device=device, steps=steps,
                             batch_size=batch_size, other_impl=other_impl)
     except RunFailed as e:  # out of memory in a step after all
-        err_console.print(f"profile failed: {one_line(str(e))}", markup=False, highlight=False, soft_wrap=True)
+        _plain(f"profile failed: {one_line(str(e))}", err=True)
         raise typer.Exit(1) from None
     lowered = sorted({r["batch_size"] for r in rows if r["batch_size"] < cfg.batch_size})
     if lowered:
-        console.print(f"batch {', '.join(map(str, lowered))} instead of the preset's {cfg.batch_size}: the largest "
-                      f"whose training step fits in the memory available (give --batch-size to choose)",
-                      markup=False, highlight=False, soft_wrap=True)
+        _plain(f"batch {', '.join(map(str, lowered))} instead of the preset's {cfg.batch_size}: the largest "
+               f"whose training step fits in the memory available (give --batch-size to choose)")
     shown = ("batch_size", "params_m", "params_trainable", "params_frozen", "codebook_buffers", "passes",
              "macs_per_pass_g", "macs_g", "flops_g", "forward_ms", "train_step_ms", "train_samples_per_s", "weights_mb", "peak_step_memory_mb")
     table = Table("", *(f"{r['quantizer']} {r['svq_impl']}".strip() for r in rows),
@@ -873,8 +864,7 @@ def profile(
     for key in shown:
         table.add_row(key, *(str(r[key]) for r in rows))
     print_table(table)
-    console.print(f"appended {len(rows)} row(s) to {append_rows(csv, rows)}", markup=False, highlight=False,
-                  soft_wrap=True)
+    _plain(f"appended {len(rows)} row(s) to {append_rows(csv, rows)}")
 
 def _profile_recipe(name: str, scale: str, csv: Path, data_dir: Optional[Path]) -> None:
     """`profile --recipe`: parameters and MACs per pass of every cell, beside the published figures."""
@@ -892,8 +882,7 @@ def _profile_recipe(name: str, scale: str, csv: Path, data_dir: Optional[Path]) 
         table.add_row(r["cell"], r["dataset"], f"{r['params_m']:.2f}", printed(r["paper_params_m"]),
                       f"{r['macs_per_pass_g']:.3g}", printed(r["paper_macs_g"]))
     print_table(table)
-    console.print(f"appended {len(rows)} row(s) to {append_rows(csv, rows)}", markup=False, highlight=False,
-                  soft_wrap=True)
+    _plain(f"appended {len(rows)} row(s) to {append_rows(csv, rows)}")
 
 
 def one_line(message: str) -> str:
@@ -908,14 +897,14 @@ def main() -> None:
     try:
         code = app(standalone_mode=False)
     except UserError as e:
-        err_console.print(f"error: {one_line(str(e))}", markup=False, highlight=False, soft_wrap=True)
+        _plain(f"error: {one_line(str(e))}", err=True)
         sys.exit(2)
     except NoArgsIsHelpError as e:
         e.show()
         sys.exit(2)
     except (UsageError, typer.TyperException) as e:
         message = one_line(" ".join(e.format_message().split()))
-        err_console.print(f"error: {message} (see --help)", markup=False, highlight=False, soft_wrap=True)
+        _plain(f"error: {message} (see --help)", err=True)
         sys.exit(getattr(e, "exit_code", 2) or 2)
     except typer.Abort:
         sys.exit(1)
