@@ -13,7 +13,7 @@ import pandas as pd
 
 from svqbench.atomic import save_figure, write_frame
 from svqbench.errors import UserError
-from svqbench.results import unit_label
+from svqbench.results import short_digest, unit_label
 from svqbench.runs import read_json
 
 
@@ -343,7 +343,8 @@ def scorecard_figure(cards: list[dict], path: Path) -> Path:
         ax.tick_params(length=0)
         fig.colorbar(image, ax=ax, extend="both", fraction=0.04, pad=0.01).ax.tick_params(labelsize=6)
     axes[-1, 0].set_xlabel(f"lead time ({cards[0].get('lead_unit', 'steps')})", fontsize=8)
-    digest = f" (data {cards[0]['data_digest'].split(':')[-1][:12]})" if cards[0]["data_digest"] else ""
+    short = short_digest(cards[0]["data_digest"])
+    digest = f" (data {short})" if short else ""
     fig.suptitle(f"{cards[0]['dataset']}{digest}: improvement over `none` in % (positive = better), test split, "
                  f"mean over seeds\nbold * = paired 95% interval over seeds excludes 0", fontsize=9)
     return _save(fig, path)
@@ -393,7 +394,7 @@ def comparison_figures(board: pd.DataFrame, out_dir: Path, *, data_dir: Path | N
                 if (read_json(run_dir / "config.json").get("dataset_meta") or {}).get("kind") == "weather":
                     written.append(forecast_sample(run_dir, out_dir / f"{stem}-sample-{slug}-anomalies.png",
                                                    data_dir=data_dir, anomalies=True))
-    from svqbench.results import method_scorecards, short_digest
+    from svqbench.results import method_scorecards
     by_data: dict[tuple, list] = {}
     for card in method_scorecards(board, warn=lambda _: None):  # compare warns about unreadable files once
         by_data.setdefault((card["dataset"], short_digest(card["data_digest"])), []).append(card)

@@ -479,6 +479,7 @@ def predict_run(run: str | Path, *, split: str | None = None, fmt: str | None = 
     lead_steps = lead or ds.out_len
     ensemble = [loaded] + [_member(m, loaded, results_dir=results_dir, data_dir=data_dir, device=device)
                            for m in members or []]
+    member_ids = [r.run_id for r in ensemble] if members else None  # None: one run, no member axis
     if len({r.run_id for r in ensemble}) < len(ensemble):
         raise UserError(f"--members repeats a run: {', '.join(r.run_id for r in ensemble)}")
     if input is not None and kind != "weather":
@@ -504,7 +505,7 @@ def predict_run(run: str | Path, *, split: str | None = None, fmt: str | None = 
                  "source": f"svqbench {__version__}: {describe_model(cfg)} with quantizer {cfg.quantizer}, run "
                            f"{loaded.run_id}, best-by-validation weights, norm {cfg.norm}",
                  "svqbench_run": loaded.run_id, "svqbench_dataset": cfg.dataset,
-                 **({"svqbench_members": json.dumps([r.run_id for r in ensemble]),
+                 **({"svqbench_members": json.dumps(member_ids),
                      "svqbench_ensemble": "seed ensemble: the same recipe trained with different seeds, one run a "
                                           "member"} if members else {}),
                  "svqbench_split": split or "", "svqbench_input": str(input or ""),
@@ -516,17 +517,19 @@ def predict_run(run: str | Path, *, split: str | None = None, fmt: str | None = 
         if lead_steps > ds.out_len:
             attrs["svqbench_rollout"] = (f"leads past {ds.out_len} steps are autoregressive: the model's own forecasts "
                                          f"are fed back as input")
+        # (sample, [member,] lead, channel, y, x): the array the .npy sink holds
+        shape = (int(n), *((len(ensemble),) if members else ()), lead_steps, len(ds.channels), *ds.grid)
         summary = {"path": str(path), "format": fmt, "forecasts": int(n), "lead_steps": lead_steps,
                    "split": split, "input": str(input) if input else None, "run_id": loaded.run_id,
-                   "members": [r.run_id for r in ensemble] if members else None}
+                   "members": member_ids}
         opener = _replacing_store if fmt == "zarr" else replacing
         samples = []
         with opener(path) as tmp, _netcdf_errors(path):
             if fmt == "npy":
-                sink = _Npy(tmp, (n, *((len(ensemble),) if members else ()), lead_steps, len(ds.channels), *ds.grid))
+                sink = _Npy(tmp, shape)
             else:
                 base = skeleton(ds, dataset=cfg.dataset, times=times, step=step, window_start=starts, attrs=attrs,
-                                members=[r.run_id for r in ensemble] if members else None)
+                                members=member_ids)
                 sink = (_NetCDF if fmt == "netcdf" else _Zarr)(tmp, base, ds, cfg.dataset)
             try:
                 row = 0
@@ -546,13 +549,12 @@ def predict_run(run: str | Path, *, split: str | None = None, fmt: str | None = 
                     row += len(x)
             finally:
                 sink.close()
-        sink_shape = (int(n), *((len(ensemble),) if members else ()), lead_steps, len(ds.channels), *ds.grid)
         if fmt == "npy":
             write_json(path.with_suffix(".json"), {
                 "format": "svqbench-forecast-npy-1", "array": path.name,
                 "axes": ["sample", *(["member"] if members else []), "lead", "channel", "y", "x"],
-                "shape": list(sink_shape), "units": ds.meta.get("units"),
-                "members": [r.run_id for r in ensemble] if members else None,
+                "shape": list(shape), "units": ds.meta.get("units"),
+                "members": member_ids,
                 "channels": ds.channels, "step": str(step) if step else ds.meta.get("step"),
                 "init_time": times.labels(), "calendar": times.calendar,
                 "masked_cells": "NaN" if ds.mask is not None else None,
